@@ -1,0 +1,71 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Assemble build/qemu and build what the project runs and tests:
+# qemu-system-x86_64, the tools, qemu-storage-daemon, qos-test and the
+# unit tests.  Configure runs again only when its options change.
+#
+#   devtools/build.sh [TREE OBJ]   (defaults: build/qemu build/obj)
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+tree=${1:-}
+obj=${2:-$OBJ}
+if [ -z "$tree" ]; then
+    "$top/devtools/setup-deps.sh"
+    "$top/devtools/assemble.sh"
+    tree=$TREE
+fi
+
+# Firmware from Debian's seabios, qemu-system-data and ipxe-qemu: the +ds
+# source ships none.
+firmware=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
+
+configure_opts=(
+    --target-list=x86_64-softmmu
+    --enable-kvm --enable-tcg
+    --enable-tools
+    --enable-linux-io-uring --enable-linux-aio
+    --enable-seccomp
+    --enable-vhost-user --enable-vhost-user-blk-server
+    --disable-docs --disable-download --disable-werror --disable-install-blobs
+    --disable-rust --disable-gtk --disable-sdl --disable-opengl
+    --python="$PYTHON"
+    --firmwarepath="$firmware"
+)
+# meson wraps the compiler in ccache only when it picks the compiler
+# itself, and configure always names it.
+if command -v ccache >/dev/null; then
+    configure_opts+=(--cc="ccache cc" --cxx="ccache c++")
+fi
+
+# One build at a time per build directory.
+mkdir -p "$(dirname "$obj")"
+exec 9>"$obj.lock"
+flock 9
+
+stamp="$obj/.configure-opts"
+want="${configure_opts[*]} $tree"
+if [ ! -f "$obj/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "configuring $obj"
+    rm -rf "$obj"
+    mkdir -p "$obj"
+    (cd "$obj" && "$tree/configure" "${configure_opts[@]}" >configure.log 2>&1) ||
+        { tail -40 "$obj/configure.log"; die "configure failed (see $obj/configure.log)"; }
+    echo "$want" >"$stamp"
+fi
+
+targets=(
+    qemu-system-x86_64 qemu-img qemu-io qemu-nbd
+    storage-daemon/qemu-storage-daemon
+    tests/qtest/qos-test
+    tests/unit/test-aio tests/unit/test-block-iothread
+)
+# Unit tests and qtests the series adds (built when the tree has them).
+for t in $(cd "$tree" &&
+           ls tests/unit/test-uring*.c tests/qtest/*uring*-test.c 2>/dev/null); do
+    targets+=("${t%.c}")
+done
+
+log "building in $obj"
+ninja -C "$obj" "${targets[@]}"

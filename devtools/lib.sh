@@ -1,0 +1,47 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Shared settings for the devtools scripts.  Source it, do not run it.
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$top/qemu-base.conf"
+
+# Everything generated lives under build/ (ignored by git).
+B="$top/build"
+SRC_DIR="$B/src"                 # downloaded Debian source package
+TREE="$B/qemu"                   # assembled QEMU tree (a git repository)
+OBJ="$B/obj"                     # meson build directory
+BASE_TAG=uring-base              # the pinned base commit in $TREE
+SERIES_BRANCH=uring              # the series on top of it
+SERIES_FILE="$top/patches/series"
+ASSEMBLED_MARK="$B/assembled-head"
+
+# Keep ccache hits across worktrees (series-check builds each commit in
+# its own tree).
+export CCACHE_BASEDIR="$B"
+export CCACHE_NOHASHDIR=1
+
+# Debian's python, which carries meson from bookworm-backports; a
+# python3 earlier on PATH (pyenv, venv) would not.
+PYTHON=/usr/bin/python3
+
+# Identity for the commits the scripts create in $TREE.
+export GIT_COMMITTER_NAME="${GIT_COMMITTER_NAME:-uring series}"
+export GIT_COMMITTER_EMAIL="${GIT_COMMITTER_EMAIL:-uring@localhost}"
+
+die() {
+    echo "$(basename "$0"): $*" >&2
+    exit 1
+}
+
+log() {
+    echo "== $*"
+}
+
+tgit() {
+    git -C "$TREE" "$@"
+}
+
+# Lines of $SERIES_FILE without comments: "<patch> [new file ...]"
+series_entries() {
+    sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$SERIES_FILE"
+}
