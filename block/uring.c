@@ -468,8 +468,10 @@ static UringRing *uring_current_ring(BDRVUringState *s)
         }
     }
 
-    /* First request in a context that no device prepared: block jobs,
-     * the main loop, qemu-img, qemu-io, qemu-storage-daemon. */
+    /*
+     * First request in a context that no device prepared: block jobs,
+     * the main loop, qemu-img, qemu-io, qemu-storage-daemon.
+     */
     r = uring_add_ring(s, ctx, &local_err);
     if (!r && !qatomic_xchg(&s->ring_error_reported, true)) {
         error_reportf_err(local_err, "uring: node '%s': ",

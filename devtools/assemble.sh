@@ -26,7 +26,7 @@ while read -r patch files; do
     [ -f "$pfile" ] || die "patches/series names missing $patch"
     git mailinfo "$tmp/msg" "$tmp/diff" <"$pfile" >"$tmp/info" ||
         die "$patch is not a mail-formatted patch"
-    if [ -s "$tmp/diff" ]; then
+    if grep -q "^diff --git " "$tmp/diff"; then
         tgit apply --cached --whitespace=nowarn "$tmp/diff" ||
             die "$patch does not apply"
     fi

@@ -11,6 +11,11 @@ set -euo pipefail
 
 tree=${1:-}
 obj=${2:-$OBJ}
+
+# One build at a time per machine: ninja and assemble.sh share state.
+mkdir -p "$B"
+exec 9>"$B/.build.lock"
+flock 9
 if [ -z "$tree" ]; then
     "$top/devtools/setup-deps.sh"
     "$top/devtools/assemble.sh"
@@ -39,11 +44,6 @@ if command -v ccache >/dev/null; then
     configure_opts+=(--cc="ccache cc" --cxx="ccache c++")
 fi
 
-# One build at a time per build directory.
-mkdir -p "$(dirname "$obj")"
-exec 9>"$obj.lock"
-flock 9
-
 stamp="$obj/.configure-opts"
 want="${configure_opts[*]} $tree"
 if [ ! -f "$obj/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
@@ -54,6 +54,13 @@ if [ ! -f "$obj/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
         { tail -40 "$obj/configure.log"; die "configure failed (see $obj/configure.log)"; }
     echo "$want" >"$stamp"
 fi
+
+# Run from the build directory, QEMU looks for the firmware path inside
+# qemu-bundle/ (-L help lists where): point it at the system's files.
+for d in ${firmware//:/ }; do
+    mkdir -p "$obj/qemu-bundle$(dirname "$d")"
+    ln -sfn "$d" "$obj/qemu-bundle$d"
+done
 
 targets=(
     qemu-system-x86_64 qemu-img qemu-io qemu-nbd
