@@ -549,6 +549,11 @@ static void uring_ring_process_completions(UringRing *r)
 {
     struct io_uring_cqe *cqe;
 
+    /*
+     * Completion callbacks often submit the next requests: collect them
+     * into one submission, as virtio-blk does for a virtqueue kick.
+     */
+    defer_call_begin();
     while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
         UringRequest *req = io_uring_cqe_get_data(cqe);
         int res = cqe->res;
@@ -560,6 +565,7 @@ static void uring_ring_process_completions(UringRing *r)
     if (!QSIMPLEQ_EMPTY(&r->queued) || io_uring_sq_ready(&r->ring)) {
         uring_ring_submit(r);
     }
+    defer_call_end();
 }
 
 static int coroutine_fn uring_ring_co_do(UringRing *r, UringRequest *req)
