@@ -18,7 +18,7 @@ pkgs=(
     liburing-dev libaio-dev
     seabios ipxe-qemu qemu-system-data
     fio busybox-static cpio kmod zstd
-    util-linux procps jq
+    util-linux procps jq gnuplot-nox
 )
 # Packages that must come from bookworm-backports (meson >= 1.5).
 bpo_pkgs=(meson python3-pycotap)

@@ -1,0 +1,274 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Driver-level benchmark of the uring block driver against file with
+# aio=threads, native and io_uring, and bare-metal fio, on the same
+# image, interleaving configurations and repeating each.
+#
+# Usage: bench.py OBJDIR OUTDIR [--quick]
+
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+OBJ, OUT = sys.argv[1], sys.argv[2]
+QUICK = '--quick' in sys.argv
+QEMU_IMG = os.path.join(OBJ, 'qemu-img')
+IMAGE = os.environ.get('BENCH_IMAGE', '/dev/shm/uring-bench.img')
+IMAGE_SIZE = 1 << 30
+DEPTHS = [1, 8, 32, 128]
+REPS = int(os.environ.get('BENCH_REPS', '2' if QUICK else '3'))
+# Requests per run: enough for ~0.3-1 s per run on this machine
+COUNT = {1: 20000, 8: 60000, 32: 100000, 128: 100000}
+if QUICK:
+    COUNT = {d: c // 4 for d, c in COUNT.items()}
+
+BASELINE = 'file-io_uring'
+
+# name -> qemu-img bench arguments selecting the driver
+CONFIGS = {
+    'file-threads': ['-f', 'raw', '-i', 'threads', IMAGE],
+    'file-native': ['-f', 'raw', '-i', 'native', IMAGE],
+    'file-io_uring': ['-f', 'raw', '-i', 'io_uring', IMAGE],
+    'uring': ['--image-opts',
+              f'driver=raw,file.driver=uring,file.filename={IMAGE}'],
+    'uring-sqpoll': ['--image-opts',
+                     f'driver=raw,file.driver=uring,file.filename={IMAGE},'
+                     'file.sqpoll=on,file.sqpoll-idle=10'],
+}
+
+# fio on the host: the ceiling, with the same io_uring features
+FIO = {
+    'fio': [],
+    'fio-fixed': ['--fixedbufs=1', '--registerfiles=1'],
+    'fio-fixed-sqpoll': ['--fixedbufs=1', '--registerfiles=1',
+                         '--sqthread_poll=1'],
+}
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def qemu_img_bench(cfg, rw, depth, count):
+    args = [QEMU_IMG, 'bench', '-t', 'none', '-d', str(depth),
+            '-c', str(count), '--random', '--registered-buf', '--latency']
+    if rw == 'write':
+        args.append('-w')
+    args += CONFIGS[cfg]
+    cpu0 = children_cpu()
+    out = subprocess.run(args, check=True, capture_output=True,
+                         text=True).stdout
+    return out, children_cpu() - cpu0
+
+
+# CPU time of start-up and shutdown (open, ring set-up, buffer
+# registration), measured once per configuration and subtracted
+startup_cpu = {}
+
+
+def run_qemu_img(cfg, rw, depth):
+    key = (cfg, rw, depth)
+    if key not in startup_cpu:
+        startup_cpu[key] = min(qemu_img_bench(cfg, rw, depth, depth)[1]
+                               for _ in range(3))
+    n = COUNT[depth]
+    out, cpu = qemu_img_bench(cfg, rw, depth, n)
+    cpu = max(cpu - startup_cpu[key], 0)
+    secs = float(re.search(r'Run completed in ([\d.]+) seconds', out)[1])
+    lat = re.search(r'mean ([\d.]+), median ([\d.]+), p99 ([\d.]+)', out)
+    return {
+        'iops': n / secs,
+        'lat_mean_us': float(lat[1]),
+        'lat_p99_us': float(lat[3]),
+        # All threads of the process: main loop, io-wq workers (iou-wrk)
+        # and the SQ polling thread (iou-sqp) are in its thread group.
+        'cpu_us_per_io': cpu / n * 1e6,
+    }
+
+
+def run_fio(cfg, rw, depth):
+    n = COUNT[depth]
+    args = ['fio', '--name=bench', f'--filename={IMAGE}', '--direct=1',
+            '--ioengine=io_uring', f'--rw=rand{rw}', '--bs=4k',
+            f'--iodepth={depth}', f'--number_ios={n}',
+            f'--size={IMAGE_SIZE}', '--randrepeat=1', '--norandommap',
+            '--output-format=json'] + FIO[cfg]
+    out = subprocess.run(args, check=True, capture_output=True,
+                         text=True).stdout
+    job = json.loads(out[out.index('{'):])['jobs'][0]
+    io = job[rw]
+    # fio's getrusage() of the job during the run: all its threads,
+    # including its SQ polling thread, without start-up
+    cpu = (job['usr_cpu'] + job['sys_cpu']) / 100 * job['job_runtime'] / 1000
+    return {
+        'iops': io['iops'],
+        'lat_mean_us': io['lat_ns']['mean'] / 1000,
+        'lat_p99_us': io['clat_ns']['percentile']['99.000000'] / 1000,
+        'cpu_us_per_io': cpu / max(io['total_ios'], 1) * 1e6,
+    }
+
+
+def machine():
+    cpu = next((line.split(':', 1)[1].strip()
+                for line in open('/proc/cpuinfo')
+                if line.startswith('model name')), 'unknown')
+    return {
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        'kernel': platform.release(),
+        'cpu': cpu,
+        'cpus': os.cpu_count(),
+        'image': IMAGE,
+        'image_fs': subprocess.run(['stat', '-f', '-c', '%T', IMAGE],
+                                   capture_output=True,
+                                   text=True).stdout.strip(),
+        'reps': REPS,
+    }
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    subprocess.run([QEMU_IMG, 'create', '-q', '-f', 'raw', IMAGE,
+                    str(IMAGE_SIZE)], check=True)
+    # Allocate the whole image so reads and writes see the same file
+    subprocess.run(['fio', '--name=fill', f'--filename={IMAGE}',
+                    '--rw=write', '--bs=1M', f'--size={IMAGE_SIZE}',
+                    '--output=/dev/null'], check=True)
+
+    rows = []
+    names = list(CONFIGS) + list(FIO)
+    total = REPS * 2 * len(DEPTHS) * len(names)
+    done = 0
+    # Interleave: every configuration once per round, so drift of the
+    # machine (other load, tmpfs state) spreads over all of them.
+    for rep in range(REPS):
+        for rw in ('read', 'write'):
+            for depth in DEPTHS:
+                for cfg in names:
+                    run = run_fio if cfg in FIO else run_qemu_img
+                    r = run(cfg, rw, depth)
+                    r.update(config=cfg, rw=rw, depth=depth, rep=rep)
+                    rows.append(r)
+                    done += 1
+                    print(f'\r{done}/{total} runs', end='', flush=True)
+    print()
+
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    with open(os.path.join(OUT, f'driver-{stamp}.csv'), 'w') as f:
+        w = csv.DictWriter(f, fieldnames=['config', 'rw', 'depth', 'rep',
+                                          'iops', 'lat_mean_us',
+                                          'lat_p99_us', 'cpu_us_per_io'])
+        w.writeheader()
+        w.writerows(rows)
+    summary = summarize(rows)
+    result = {'machine': machine(), 'summary': summary}
+    for path in (os.path.join(OUT, f'driver-{stamp}.json'),
+                 os.path.join(OUT, 'latest.json')):
+        with open(path, 'w') as f:
+            json.dump(result, f, indent=1)
+    report(summary, names)
+    chart(summary, names, os.path.join(OUT, 'latest'))
+    os.unlink(IMAGE)
+
+
+def summarize(rows):
+    out = {}
+    for r in rows:
+        key = f"{r['config']}/{r['rw']}/{r['depth']}"
+        out.setdefault(key, []).append(r)
+    summary = {}
+    for key, rs in out.items():
+        s = {}
+        for m in ('iops', 'lat_mean_us', 'lat_p99_us', 'cpu_us_per_io'):
+            vals = [r[m] for r in rs]
+            s[m] = statistics.median(vals)
+            s[m + '_spread'] = (max(vals) - min(vals)) / s[m] if s[m] else 0
+        summary[key] = s
+    return summary
+
+
+def report(summary, names):
+    def get(cfg, rw, d, m):
+        return summary[f'{cfg}/{rw}/{d}'][m]
+
+    for rw in ('read', 'write'):
+        print(f'\n4k random {rw}, median of {REPS} (ratio to {BASELINE}; '
+              'spread = (max-min)/median)')
+        print(f"{'config':18}" + ''.join(f'{"QD" + str(d):>22}'
+                                         for d in DEPTHS))
+        for metric, label in (('iops', 'kIOPS'),
+                              ('lat_mean_us', 'mean lat us'),
+                              ('lat_p99_us', 'p99 lat us'),
+                              ('cpu_us_per_io', 'CPU us/IO')):
+            print(f'  {label}')
+            for cfg in names:
+                cells = ''
+                for d in DEPTHS:
+                    v = get(cfg, rw, d, metric)
+                    base = get(BASELINE, rw, d, metric)
+                    sp = get(cfg, rw, d, metric + '_spread')
+                    shown = v / 1000 if metric == 'iops' else v
+                    cells += f'{shown:9.1f} {v / base:5.2f}x ±{sp:4.0%}'
+                print(f'{cfg:18}{cells}')
+
+    print('\nTargets (driver level, 4k random read):')
+    u32, b32 = summary['uring/read/32'], summary[BASELINE + '/read/32']
+    ok1 = (u32['iops'] >= 1.3 * b32['iops'] and
+           u32['cpu_us_per_io'] <= b32['cpu_us_per_io'])
+    print(f"  QD32 uring >= 1.3x IOPS of aio=io_uring at <= CPU/IO: "
+          f"{u32['iops'] / b32['iops']:.2f}x IOPS, "
+          f"{u32['cpu_us_per_io'] / b32['cpu_us_per_io']:.2f}x CPU/IO "
+          f"-> {'met' if ok1 else 'NOT met'}")
+    u1, b1 = summary['uring/read/1'], summary[BASELINE + '/read/1']
+    r = u1['lat_mean_us'] / b1['lat_mean_us']
+    print(f"  QD1 uring mean latency <= 0.85x aio=io_uring: {r:.2f}x "
+          f"-> {'met' if r <= 0.85 else 'NOT met'}")
+    f32 = summary['fio-fixed/read/32']
+    r = u32['iops'] / f32['iops']
+    print(f"  QD32 uring >= 85% of bare-metal fio (fixedbufs, "
+          f"registerfiles): {r:.0%} -> {'met' if r >= 0.85 else 'NOT met'}")
+
+
+def chart(summary, names, base):
+    data = base + '.dat'
+    with open(data, 'w') as f:
+        for rw in ('read', 'write'):
+            f.write(f'# {rw}\nconfig ' +
+                    ' '.join(f'QD{d}' for d in DEPTHS) + '\n')
+            for cfg in names:
+                f.write(cfg + ' ' + ' '.join(
+                    f"{summary[f'{cfg}/{rw}/{d}']['iops'] / 1000:.1f}"
+                    for d in DEPTHS) + '\n')
+            f.write('\n\n')
+    script = f'''
+set terminal png size 1200,500 font ",10" noenhanced
+set output "{base}.png"
+set multiplot layout 1,2 title "4k random I/O on {IMAGE}, kIOPS (median)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid border -1
+set key top left
+set grid ytics
+set xtics rotate by -30
+set yrange [0:*]
+do for [i=0:1] {{
+  set title (i == 0 ? "random read" : "random write")
+  plot for [c=2:{len(DEPTHS) + 1}] "{data}" index i using c:xtic(1) \\
+       title columnhead(c)
+}}
+unset multiplot
+'''
+    subprocess.run(['gnuplot'], input=script, text=True, check=True)
+
+
+if __name__ == '__main__':
+    main()
