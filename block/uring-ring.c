@@ -28,6 +28,7 @@ typedef struct UringRequest {
     int ret;                    /* -EINPROGRESS until completed */
     uint8_t type;               /* URING_REQ_* */
     bool fua;
+    bool waited;                /* found the SQ or CQ full */
     int buf_index;              /* fixed buffer, or URING_NO_BUF */
     uint64_t offset;
     QEMUIOVector *qiov;
@@ -429,16 +430,26 @@ static void uring_ring_prep_sqe(UringRing *r, UringRequest *req,
 /* Move requests into free SQ slots, bounded by the CQ size */
 static void uring_ring_fill_sq(UringRing *r)
 {
+    UringRequest *req;
+
     while (!QSIMPLEQ_EMPTY(&r->queued) && r->in_flight < r->max_in_flight) {
-        UringRequest *req = QSIMPLEQ_FIRST(&r->queued);
         struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
 
         if (!sqe) {
             break;
         }
+        req = QSIMPLEQ_FIRST(&r->queued);
         QSIMPLEQ_REMOVE_HEAD(&r->queued, next);
         uring_ring_prep_sqe(r, req, sqe);
         r->in_flight++;
+    }
+
+    /* The rest waits for completions to make room */
+    QSIMPLEQ_FOREACH(req, &r->queued, next) {
+        if (!req->waited) {
+            req->waited = true;
+            qatomic_set(&r->stats.queued, r->stats.queued + 1);
+        }
     }
 }
 
@@ -478,9 +489,6 @@ static void uring_ring_deferred_submit(void *opaque)
 
 static void uring_ring_enqueue(UringRing *r, UringRequest *req)
 {
-    if (!QSIMPLEQ_EMPTY(&r->queued) || r->in_flight >= r->max_in_flight) {
-        qatomic_set(&r->stats.queued, r->stats.queued + 1);
-    }
     QSIMPLEQ_INSERT_TAIL(&r->queued, req, next);
     /* Batch: one submission for all requests of a virtqueue notification */
     defer_call(uring_ring_deferred_submit, r);

@@ -45,6 +45,7 @@ typedef struct UringCtxRing {
     AioContext *ctx;
     UringRing *ring;
     unsigned device_refs;       /* uring_prepare_io_contexts() references */
+    bool fixed;                 /* holds the fixed-buffer table */
     QLIST_ENTRY(UringCtxRing) next;
 } UringCtxRing;
 
@@ -67,6 +68,7 @@ struct BDRVUringState {
     QLIST_HEAD(, UringCtxRing) rings;
     UringBufs bufs;
     int fd;
+    unsigned device_refs;       /* sum over @rings */
 
     /* Counters of rings already freed */
     UringRingStats retired;
@@ -276,13 +278,14 @@ static int uring_sqpoll_fd_locked(BDRVUringState *s)
     return -1;
 }
 
-static void uring_buf_error_hint(BDRVUringState *s, int err, Error **errp)
+static void uring_buf_error_hint(BDRVUringState *s, int err, size_t extra,
+                                 Error **errp)
 {
     unsigned rings = 1;
     UringCtxRing *cr;
 
     QLIST_FOREACH(cr, &s->rings, next) {
-        rings++;
+        rings += cr->fixed;
     }
     if (err == -ENOMEM) {
         error_append_hint(errp, "Pinning guest RAM for io_uring fixed "
@@ -290,7 +293,8 @@ static void uring_buf_error_hint(BDRVUringState *s, int err, Error **errp)
                           PRIu64 " MiB for %u ring(s) of this node: raise "
                           "it (ulimit -l, prlimit --memlock, systemd "
                           "LimitMEMLOCK=) or use fixed-buffers=off.\n",
-                          DIV_ROUND_UP(s->bufs.bytes * rings, MiB), rings);
+                          DIV_ROUND_UP((s->bufs.bytes + extra) * rings, MiB),
+                          rings);
     } else if (err == -EFAULT) {
         error_append_hint(errp, "This memory cannot be pinned (is it a "
                           "memory-backend-file on a regular file system? "
@@ -300,33 +304,54 @@ static void uring_buf_error_hint(BDRVUringState *s, int err, Error **errp)
 }
 
 /*
- * Fill the fixed-buffer table of a new ring with everything registered.
- * Memory that turns out not to be pinnable is dropped from the table with
- * fixed-buffers=auto; other failures fail the ring.
+ * Whether a ring of @s should hold the fixed-buffer table.  Pinning costs
+ * RLIMIT_MEMLOCK for every ring, so once a device has announced the
+ * contexts it submits guest I/O from, only their rings get it; the others
+ * (the main loop reading the boot sector, block jobs with their own
+ * buffers) use plain I/O.  Without a device (qemu-img, qemu-io, exports)
+ * every ring gets it.
  */
-static bool uring_fill_ring_locked(BDRVUringState *s, UringRing *r,
-                                   Error **errp)
+static bool uring_ring_wants_fixed(BDRVUringState *s, UringCtxRing *cr)
+{
+    return s->use_fixed && (cr->device_refs > 0 || s->device_refs == 0);
+}
+
+static void uring_ring_clear_bufs_locked(BDRVUringState *s, UringCtxRing *cr)
 {
     g_autofree UringBufSlot *slots = NULL;
     unsigned n, i;
 
-    if (!s->use_fixed) {
-        return true;
-    }
+    qatomic_set(&cr->fixed, false);
     slots = uring_bufs_snapshot(&s->bufs, &n);
     for (i = 0; i < n; i++) {
-        int ret = uring_ring_update_buf(r, slots[i].index,
-                                        (void *)slots[i].start, slots[i].len);
+        uring_ring_update_buf(cr->ring, slots[i].index, NULL, 0);
+    }
+}
+
+/*
+ * Fill the fixed-buffer table of @cr with everything registered.  Memory
+ * that turns out not to be pinnable is dropped from the table with
+ * fixed-buffers=auto; other failures are errors.
+ */
+static bool uring_ring_fill_bufs_locked(BDRVUringState *s, UringCtxRing *cr,
+                                        Error **errp)
+{
+    g_autofree UringBufSlot *slots = NULL;
+    unsigned n, i;
+
+    slots = uring_bufs_snapshot(&s->bufs, &n);
+    for (i = 0; i < n; i++) {
+        void *host = (void *)slots[i].start;
+        int ret = uring_ring_update_buf(cr->ring, slots[i].index, host,
+                                        slots[i].len);
         UringBufSlot *gone;
         int n_gone;
 
         if (ret == -EFAULT && s->fixed_buffers == ON_OFF_AUTO_AUTO) {
             warn_report("uring: memory at %p (%zu bytes) cannot be pinned; "
                         "node '%s' uses non-fixed I/O for it",
-                        (void *)slots[i].start, slots[i].len,
-                        bdrv_get_node_name(s->bs));
-            n_gone = uring_bufs_unpublish(&s->bufs, (void *)slots[i].start,
-                                          1, &gone);
+                        host, slots[i].len, bdrv_get_node_name(s->bs));
+            n_gone = uring_bufs_unpublish(&s->bufs, host, 1, &gone);
             uring_bufs_unreserve(&s->bufs, gone, n_gone);
             continue;
         }
@@ -334,16 +359,22 @@ static bool uring_fill_ring_locked(BDRVUringState *s, UringRing *r,
             error_setg_errno(errp, -ret, "Failed to register %zu bytes of "
                              "guest RAM as io_uring fixed buffer",
                              slots[i].len);
-            uring_buf_error_hint(s, ret, errp);
+            uring_buf_error_hint(s, ret, 0, errp);
+            uring_ring_clear_bufs_locked(s, cr);
             return false;
         }
     }
+    qatomic_set(&cr->fixed, true);
     return true;
 }
 
-/* Create, fill, restrict and enable the ring of @ctx; in @ctx's thread */
-static UringRing *uring_add_ring(BDRVUringState *s, AioContext *ctx,
-                                 Error **errp)
+/*
+ * Create and enable the ring of @ctx, in @ctx's thread.  A ring for a
+ * device context must get the fixed-buffer table; for any other context
+ * failing to pin memory only costs the fixed-buffer path.
+ */
+static UringCtxRing *uring_add_ring(BDRVUringState *s, AioContext *ctx,
+                                    bool for_device, Error **errp)
 {
     UringRingConfig cfg = {
         .entries = s->queue_depth,
@@ -352,34 +383,45 @@ static UringRing *uring_add_ring(BDRVUringState *s, AioContext *ctx,
         .sqpoll_cpu = s->sqpoll_cpu,
         .sqpoll_idle_ms = s->sqpoll_idle,
     };
+    Error *local_err = NULL;
     UringCtxRing *cr;
-    UringRing *r;
 
     assert(ctx == qemu_get_current_aio_context());
     QEMU_LOCK_GUARD(&s->lock);
 
     cr = uring_find_ring_locked(s, ctx);
     if (cr) {
-        return cr->ring;
-    }
-
-    cfg.fd = s->fd;
-    cfg.attach_wq_fd = uring_sqpoll_fd_locked(s);
-    r = uring_ring_new(ctx, &cfg, errp);
-    if (!r) {
-        return NULL;
-    }
-    if (!uring_fill_ring_locked(s, r, errp) || uring_ring_start(r, errp) < 0) {
-        uring_ring_free(r);
-        return NULL;
+        return cr;
     }
 
     cr = g_new0(UringCtxRing, 1);
     cr->ctx = ctx;
-    cr->ring = r;
+    cfg.fd = s->fd;
+    cfg.attach_wq_fd = uring_sqpoll_fd_locked(s);
+    cr->ring = uring_ring_new(ctx, &cfg, errp);
+    if (!cr->ring) {
+        g_free(cr);
+        return NULL;
+    }
+    if ((for_device || uring_ring_wants_fixed(s, cr)) && s->use_fixed &&
+        !uring_ring_fill_bufs_locked(s, cr, &local_err)) {
+        if (for_device) {
+            error_propagate(errp, local_err);
+            goto fail;
+        }
+        warn_report_err(local_err);
+    }
+    if (uring_ring_start(cr->ring, errp) < 0) {
+        goto fail;
+    }
     QLIST_INSERT_HEAD_RCU(&s->rings, cr, next);
-    trace_uring_add_ring(s->bs, ctx, r);
-    return r;
+    trace_uring_add_ring(s->bs, ctx, cr->ring);
+    return cr;
+
+fail:
+    uring_ring_free(cr->ring);
+    g_free(cr);
+    return NULL;
 }
 
 static void uring_add_stats(UringRingStats *sum, const UringRingStats *st)
@@ -453,17 +495,16 @@ int uring_state_set_fd(BDRVUringState *s, int fd)
     return ret;
 }
 
-static UringRing *uring_current_ring(BDRVUringState *s)
+static UringCtxRing *uring_current_ring(BDRVUringState *s)
 {
     AioContext *ctx = qemu_get_current_aio_context();
     Error *local_err = NULL;
     UringCtxRing *cr;
-    UringRing *r;
 
     WITH_RCU_READ_LOCK_GUARD() {
         QLIST_FOREACH_RCU(cr, &s->rings, next) {
             if (cr->ctx == ctx) {
-                return cr->ring;
+                return cr;
             }
         }
     }
@@ -472,26 +513,26 @@ static UringRing *uring_current_ring(BDRVUringState *s)
      * First request in a context that no device prepared: block jobs,
      * the main loop, qemu-img, qemu-io, qemu-storage-daemon.
      */
-    r = uring_add_ring(s, ctx, &local_err);
-    if (!r && !qatomic_xchg(&s->ring_error_reported, true)) {
+    cr = uring_add_ring(s, ctx, false, &local_err);
+    if (!cr && !qatomic_xchg(&s->ring_error_reported, true)) {
         error_reportf_err(local_err, "uring: node '%s': ",
                           bdrv_get_node_name(s->bs));
     } else {
         error_free(local_err);
     }
-    return r;
+    return cr;
 }
 
 int coroutine_fn uring_co_prw(BDRVUringState *s, uint64_t offset,
                               QEMUIOVector *qiov, bool is_write,
                               BdrvRequestFlags flags)
 {
-    UringRing *r = uring_current_ring(s);
+    UringCtxRing *cr = uring_current_ring(s);
     bool fua = flags & BDRV_REQ_FUA;
     int buf_index = URING_NO_BUF;
     int ret;
 
-    if (!r) {
+    if (!cr) {
         return -EIO;
     }
 
@@ -500,29 +541,30 @@ int coroutine_fn uring_co_prw(BDRVUringState *s, uint64_t offset,
      * since the memory was registered, and bounce buffers lose it), so the
      * table decides.
      */
-    if (s->use_fixed && qiov->niov > 0) {
+    if (qatomic_read(&cr->fixed) && qiov->niov > 0) {
         buf_index = uring_bufs_lookup(&s->bufs, qiov);
-        if (qiov->niov > 1 && !uring_ring_has_vectored_fixed(r)) {
+        if (qiov->niov > 1 && !uring_ring_has_vectored_fixed(cr->ring)) {
             buf_index = URING_NO_BUF;
         }
     }
 
-    ret = uring_ring_co_rw(r, is_write, offset, qiov, buf_index, fua);
+    ret = uring_ring_co_rw(cr->ring, is_write, offset, qiov, buf_index, fua);
     if (ret == -EFAULT && buf_index != URING_NO_BUF) {
-        /* The buffer was unregistered after the lookup: RAM unplug */
-        ret = uring_ring_co_rw(r, is_write, offset, qiov, URING_NO_BUF, fua);
+        /* The buffer left the ring's table after the lookup */
+        ret = uring_ring_co_rw(cr->ring, is_write, offset, qiov,
+                               URING_NO_BUF, fua);
     }
     return ret;
 }
 
 int coroutine_fn uring_co_flush(BDRVUringState *s)
 {
-    UringRing *r = uring_current_ring(s);
+    UringCtxRing *cr = uring_current_ring(s);
 
-    return r ? uring_ring_co_flush(r) : -EIO;
+    return cr ? uring_ring_co_flush(cr->ring) : -EIO;
 }
 
-/* Clear @slots in every ring; clearing an empty slot is harmless */
+/* Clear @slots in every ring that holds the table */
 static void uring_clear_slots_locked(BDRVUringState *s,
                                      const UringBufSlot *slots, int n)
 {
@@ -530,23 +572,45 @@ static void uring_clear_slots_locked(BDRVUringState *s,
     int i;
 
     QLIST_FOREACH(cr, &s->rings, next) {
-        for (i = 0; i < n; i++) {
+        for (i = 0; cr->fixed && i < n; i++) {
             uring_ring_update_buf(cr->ring, slots[i].index, NULL, 0);
         }
     }
 }
 
+/* Returns 0 or the -errno of the first slot the ring refused */
+static int uring_ring_add_slots(UringCtxRing *cr, const UringBufSlot *slots,
+                                int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        int ret = uring_ring_update_buf(cr->ring, slots[i].index,
+                                        (void *)slots[i].start,
+                                        slots[i].len);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
 /*
- * Add [@host, @host + @size) to the fixed-buffer table of every ring.
- * Called under the BQL from bdrv_register_buf(), e.g. by
- * BlockRAMRegistrar for each guest RAM block, at realize and on hot-plug.
+ * Add [@host, @host + @size) to the fixed-buffer table of the rings that
+ * hold it.  Called under the BQL from bdrv_register_buf(): by
+ * BlockRAMRegistrar for each guest RAM block at realize and on hot-plug.
+ *
+ * Never fails: BlockRAMRegistrar would unregister all guest RAM.  Memory
+ * that a device's ring cannot pin is reported and served without fixed
+ * buffers; the device's realize fails instead when its rings are set up
+ * (uring_prepare_io_contexts()) and cannot pin what is registered then.
  */
 bool uring_register_buf(BDRVUringState *s, void *host, size_t size,
                         Error **errp)
 {
     UringBufSlot *slots;
     UringCtxRing *cr;
-    int n, i;
+    int n;
 
     if (!s->use_fixed) {
         return true;
@@ -564,26 +628,34 @@ bool uring_register_buf(BDRVUringState *s, void *host, size_t size,
     }
 
     QLIST_FOREACH(cr, &s->rings, next) {
-        for (i = 0; i < n; i++) {
-            int ret = uring_ring_update_buf(cr->ring, slots[i].index,
-                                            (void *)slots[i].start,
-                                            slots[i].len);
-            if (ret == 0) {
-                continue;
-            }
-            uring_clear_slots_locked(s, slots, n);
-            uring_bufs_unreserve(&s->bufs, slots, n);
-            if (ret == -EFAULT && s->fixed_buffers == ON_OFF_AUTO_AUTO) {
-                warn_report("uring: memory at %p (%zu bytes) cannot be "
-                            "pinned; node '%s' uses non-fixed I/O for it",
-                            host, size, bdrv_get_node_name(s->bs));
-                return true;
-            }
-            error_setg_errno(errp, -ret, "Failed to register %zu bytes at "
-                             "%p as io_uring fixed buffers", size, host);
-            uring_buf_error_hint(s, ret, errp);
-            return false;
+        Error *local_err = NULL;
+        int ret;
+
+        if (!cr->fixed) {
+            continue;
         }
+        ret = uring_ring_add_slots(cr, slots, n);
+        if (ret == 0) {
+            continue;
+        }
+        if (!cr->device_refs) {
+            /* Not worth failing for: this ring does without the table */
+            uring_ring_clear_bufs_locked(s, cr);
+            continue;
+        }
+        uring_clear_slots_locked(s, slots, n);
+        uring_bufs_unreserve(&s->bufs, slots, n);
+        error_setg_errno(&local_err, -ret, "uring: node '%s': cannot pin "
+                         "%zu bytes at %p as io_uring fixed buffer; that "
+                         "memory uses non-fixed I/O",
+                         bdrv_get_node_name(s->bs), size, host);
+        uring_buf_error_hint(s, ret, size, &local_err);
+        if (ret == -EFAULT && s->fixed_buffers == ON_OFF_AUTO_AUTO) {
+            warn_report_err(local_err);
+        } else {
+            error_report_err(local_err);
+        }
+        return true;
     }
     uring_bufs_publish(&s->bufs, slots, n);
     trace_uring_register_buf(s->bs, host, size, n);
@@ -615,14 +687,35 @@ typedef struct UringPrepare {
     Error *err;
 } UringPrepare;
 
+/* In the device context's thread: its ring, with the table, or an error */
 static void uring_prepare_bh(void *opaque)
 {
     UringPrepare *p = opaque;
-    UringRing *r = uring_add_ring(p->s, p->ctx, &p->err);
+    BDRVUringState *s = p->s;
+    UringCtxRing *cr = uring_add_ring(s, p->ctx, true, &p->err);
 
-    if (r) {
-        QEMU_LOCK_GUARD(&p->s->lock);
-        uring_find_ring_locked(p->s, p->ctx)->device_refs++;
+    if (!cr) {
+        return;
+    }
+    QEMU_LOCK_GUARD(&s->lock);
+    if (s->use_fixed && !cr->fixed &&
+        !uring_ring_fill_bufs_locked(s, cr, &p->err)) {
+        return;
+    }
+    cr->device_refs++;
+    s->device_refs++;
+}
+
+/* Rings that no device uses give their pinned memory back */
+static void uring_drop_unused_bufs(BDRVUringState *s)
+{
+    UringCtxRing *cr;
+
+    QEMU_LOCK_GUARD(&s->lock);
+    QLIST_FOREACH(cr, &s->rings, next) {
+        if (cr->fixed && !uring_ring_wants_fixed(s, cr)) {
+            uring_ring_clear_bufs_locked(s, cr);
+        }
     }
 }
 
@@ -647,6 +740,7 @@ bool uring_prepare_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
             return false;
         }
     }
+    uring_drop_unused_bufs(s);
     return true;
 }
 
@@ -681,6 +775,7 @@ void uring_release_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
 
             if (cr && cr->device_refs > 0) {
                 cr->device_refs--;
+                s->device_refs--;
             }
         }
     }
