@@ -1,0 +1,123 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Check the series as mailed:
+#   apply       git am the patches onto uring-base in a worktree and
+#               compare the result with the uring branch;
+#   checkpatch  scripts/checkpatch.pl on every patch, failing on ERRORs;
+#   build       (with --build) build every commit in turn in that
+#               worktree, in its own build directory.
+# Without OUTDIR it checks a fresh export of the repository; with it,
+# the mails there (make series writes them to out/series).
+#
+#   devtools/check-series.sh [--build] [OUTDIR]
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+build=
+if [ "${1:-}" = --build ]; then
+    build=1
+    shift
+fi
+dir="$B/series-check"
+# Named like build/qemu and build/obj, so that relative to the build
+# directory the sources have the same path and ccache hits.
+wt="$dir/qemu"
+obj="$dir/obj"
+
+if [ -n "${1:-}" ]; then
+    mails=$(realpath "$1")
+    "$top/devtools/assemble.sh" >/dev/null
+else
+    mails="$dir/mails"
+    "$top/devtools/export-series.sh" "$mails" >/dev/null
+fi
+mapfile -t patches < <(ls "$mails"/[0-9]*.patch 2>/dev/null |
+                       grep -v '/0000-cover-letter.patch$')
+[ "${#patches[@]}" -gt 0 ] || die "no patches in $mails"
+
+failed=0
+ok()   { printf 'OK   %-10s %s\n' "$1" "${*:2}"; }
+fail() { printf 'FAIL %-10s %s\n' "$1" "${*:2}"; failed=1; }
+
+# apply: the worktree is reused, so that builds stay incremental.
+if [ -d "$wt" ]; then
+    git -C "$wt" am --abort >/dev/null 2>&1 || true
+    git -C "$wt" checkout -q -f --detach "$BASE_TAG"
+    git -C "$wt" clean -q -fdx
+else
+    tgit worktree prune
+    mkdir -p "$dir"
+    tgit worktree add -q --detach "$wt" "$BASE_TAG"
+fi
+if ! git -C "$wt" am -q "${patches[@]}" >"$dir/am.log" 2>&1; then
+    cat "$dir/am.log"
+    n=$(git -C "$wt" rev-list --count "$BASE_TAG..HEAD")
+    fail apply "${patches[$n]##*/} does not apply on $BASE_TAG and the" \
+               "$n patches before it"
+elif [ "$(git -C "$wt" rev-parse "HEAD^{tree}")" != \
+       "$(tgit rev-parse "$SERIES_BRANCH^{tree}")" ]; then
+    git -C "$wt" diff --stat HEAD "$SERIES_BRANCH"
+    fail apply "the patches apply, but do not give the tree of the" \
+               "$SERIES_BRANCH branch (is $mails stale?)"
+else
+    ok apply "${#patches[@]} patches apply on $BASE_TAG and give the" \
+             "$SERIES_BRANCH tree"
+fi
+
+# checkpatch: each ERROR: line with its context (up to a blank line or
+# the next report), less one known false positive: checkpatch does not
+# know GRAPH_RDLOCK_PTR, so it reads "GRAPH_RDLOCK_PTR (*fn)(" (the
+# style of block_int-common.h) as a call with a space before the "(".
+checkpatch_errors() {
+    awk 'function flush() {
+             if (r != "" && !(r ~ /space prohibited between function name/ &&
+                              r ~ /GRAPH_(RD|WR)LOCK_PTR \(\*/))
+                 printf "%s", r
+             r = ""
+         }
+         /^(ERROR|WARNING): / { flush(); on = ($1 == "ERROR:") }
+         /^$/ { flush(); on = 0 }
+         on { r = r $0 "\n" }
+         END { flush() }'
+}
+errors=0 ignored=0
+for p in "${patches[@]}"; do
+    out=$(cd "$TREE" && scripts/checkpatch.pl --color=never "$p" 2>&1) || true
+    real=$(checkpatch_errors <<<"$out")
+    e=$(grep -c '^ERROR: ' <<<"$real" || true)
+    ignored=$((ignored + $(grep -c '^ERROR: ' <<<"$out" || true) - e))
+    if [ "$e" -gt 0 ]; then
+        echo "$(basename "$p"): $e errors"
+        sed 's/^/    /' <<<"$real"
+        errors=$((errors + e))
+    fi
+done
+note=
+[ "$ignored" = 0 ] || note=" ($ignored GRAPH_*LOCK_PTR false positives ignored)"
+if [ "$errors" -gt 0 ]; then
+    fail checkpatch "$errors errors in ${#patches[@]} patches$note"
+else
+    ok checkpatch "no errors in ${#patches[@]} patches$note"
+fi
+
+# build: each commit in turn, incrementally.
+if [ -n "$build" ] && [ "$failed" = 0 ]; then
+    mapfile -t commits < <(git -C "$wt" rev-list --reverse "$BASE_TAG..HEAD")
+    n=0
+    for c in "${commits[@]}"; do
+        n=$((n + 1))
+        title="$n/${#commits[@]} $(git -C "$wt" log -1 --format=%s "$c")"
+        git -C "$wt" checkout -q --detach "$c"
+        if "$top/devtools/build.sh" "$wt" "$obj" >"$dir/build-$n.log" 2>&1; then
+            ok build "$title"
+        else
+            tail -30 "$dir/build-$n.log"
+            fail build "$title (log: $dir/build-$n.log)"
+        fi
+    done
+elif [ -n "$build" ]; then
+    fail build "not run: the checks above failed"
+fi
+
+exit "$failed"
