@@ -327,6 +327,11 @@ void uring_ring_free(UringRing *r)
     assert(r->in_flight == 0 && QSIMPLEQ_EMPTY(&r->queued));
     trace_uring_ring_free(r);
     aio_set_event_notifier(r->ctx, &r->notifier, NULL, NULL, NULL);
+    /*
+     * The kernel tears rings down asynchronously; drop the image from the
+     * file table now, so that closing the image releases its locks at once.
+     */
+    uring_ring_update_file(r, -1);
     io_uring_queue_exit(&r->ring);
     event_notifier_cleanup(&r->notifier);
     g_free(r);

@@ -144,8 +144,8 @@ static bool uring_parse_opts(BDRVUringState *s, QDict *options,
         goto out;
     }
     if (idle < 1 || idle > UINT32_MAX) {
-        error_setg(errp, "'" URING_OPT_SQPOLL_IDLE "' must be at least 1 "
-                   "(milliseconds)");
+        error_setg(errp, "'" URING_OPT_SQPOLL_IDLE "' must be between 1 "
+                   "and %" PRIu32 " (milliseconds)", UINT32_MAX);
         goto out;
     }
     if (depth < 1 || depth > URING_MAX_QUEUE_DEPTH) {
@@ -744,7 +744,12 @@ bool uring_prepare_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
     return true;
 }
 
-/* Drop a ring that neither a device nor the node's home context uses */
+/*
+ * Drop a ring that neither a device nor the node's home context uses.  A
+ * node without parents (left behind by a mirror job, say) has no use for
+ * a ring in its home context either, and that context's IOThread may go
+ * away with the device.
+ */
 static void uring_maybe_remove_ring(BDRVUringState *s, AioContext *ctx,
                                     AioContext *home)
 {
@@ -752,11 +757,29 @@ static void uring_maybe_remove_ring(BDRVUringState *s, AioContext *ctx,
 
     WITH_QEMU_LOCK_GUARD(&s->lock) {
         cr = uring_find_ring_locked(s, ctx);
-        if (!cr || cr->device_refs || ctx == home) {
+        if (!cr || cr->device_refs ||
+            (ctx == home && !QLIST_EMPTY(&s->bs->parents))) {
             return;
         }
     }
     uring_remove_ring(s, cr);
+}
+
+/*
+ * The last device is gone: what it registered is no longer needed
+ * (BlockRAMRegistrar unregisters from the device's current root, which
+ * may be another node by now).
+ */
+static void uring_drop_bufs_locked(BDRVUringState *s)
+{
+    UringBufSlot *slots;
+    int n;
+
+    n = uring_bufs_unpublish(&s->bufs, NULL, SIZE_MAX, &slots);
+    if (n > 0) {
+        uring_clear_slots_locked(s, slots, n);
+        uring_bufs_unreserve(&s->bufs, slots, n);
+    }
 }
 
 void uring_release_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
@@ -776,6 +799,9 @@ void uring_release_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
             if (cr && cr->device_refs > 0) {
                 cr->device_refs--;
                 s->device_refs--;
+                if (s->device_refs == 0) {
+                    uring_drop_bufs_locked(s);
+                }
             }
         }
     }
