@@ -33,16 +33,18 @@ if QUICK:
 
 BASELINE = 'file-io_uring'
 
-# name -> qemu-img bench arguments selecting the driver
+# name -> qemu-img bench arguments selecting the driver for @path
 CONFIGS = {
-    'file-threads': ['-f', 'raw', '-i', 'threads', IMAGE],
-    'file-native': ['-f', 'raw', '-i', 'native', IMAGE],
-    'file-io_uring': ['-f', 'raw', '-i', 'io_uring', IMAGE],
-    'uring': ['--image-opts',
-              f'driver=raw,file.driver=uring,file.filename={IMAGE}'],
-    'uring-sqpoll': ['--image-opts',
-                     f'driver=raw,file.driver=uring,file.filename={IMAGE},'
-                     'file.sqpoll=on,file.sqpoll-idle=10'],
+    'file-threads': lambda path: ['-f', 'raw', '-i', 'threads', path],
+    'file-native': lambda path: ['-f', 'raw', '-i', 'native', path],
+    'file-io_uring': lambda path: ['-f', 'raw', '-i', 'io_uring', path],
+    'uring': lambda path: ['--image-opts',
+                           'driver=raw,file.driver=uring,'
+                           f'file.filename={path}'],
+    'uring-sqpoll': lambda path: ['--image-opts',
+                                  'driver=raw,file.driver=uring,'
+                                  f'file.filename={path},'
+                                  'file.sqpoll=on,file.sqpoll-idle=10'],
 }
 
 # fio on the host: the ceiling, with the same io_uring features
@@ -59,12 +61,12 @@ def children_cpu():
     return r.ru_utime + r.ru_stime
 
 
-def qemu_img_bench(cfg, rw, depth, count):
+def qemu_img_bench(path, cfg, rw, depth, count):
     args = [QEMU_IMG, 'bench', '-t', 'none', '-d', str(depth),
             '-c', str(count), '--random', '--registered-buf', '--latency']
     if rw == 'write':
         args.append('-w')
-    args += CONFIGS[cfg]
+    args += CONFIGS[cfg](path)
     cpu0 = children_cpu()
     out = subprocess.run(args, check=True, capture_output=True,
                          text=True).stdout
@@ -76,13 +78,13 @@ def qemu_img_bench(cfg, rw, depth, count):
 startup_cpu = {}
 
 
-def run_qemu_img(cfg, rw, depth):
-    key = (cfg, rw, depth)
+def run_qemu_img(path, cfg, rw, depth):
+    key = (path, cfg, rw, depth)
     if key not in startup_cpu:
-        startup_cpu[key] = min(qemu_img_bench(cfg, rw, depth, depth)[1]
+        startup_cpu[key] = min(qemu_img_bench(path, cfg, rw, depth, depth)[1]
                                for _ in range(3))
     n = COUNT[depth]
-    out, cpu = qemu_img_bench(cfg, rw, depth, n)
+    out, cpu = qemu_img_bench(path, cfg, rw, depth, n)
     cpu = max(cpu - startup_cpu[key], 0)
     secs = float(re.search(r'Run completed in ([\d.]+) seconds', out)[1])
     lat = re.search(r'mean ([\d.]+), median ([\d.]+), p99 ([\d.]+)', out)
@@ -96,13 +98,13 @@ def run_qemu_img(cfg, rw, depth):
     }
 
 
-def run_fio(cfg, rw, depth):
+def run_fio(path, cfg, rw, depth):
     n = COUNT[depth]
-    args = ['fio', '--name=bench', f'--filename={IMAGE}', '--direct=1',
+    args = ['fio', '--name=bench', f'--filename={path}', '--direct=1',
             '--ioengine=io_uring', f'--rw=rand{rw}', '--bs=4k',
             f'--iodepth={depth}', f'--number_ios={n}',
             f'--size={IMAGE_SIZE}', '--randrepeat=1', '--norandommap',
-            '--output-format=json'] + FIO[cfg]
+            '--lat_percentiles=1', '--output-format=json'] + FIO[cfg]
     out = subprocess.run(args, check=True, capture_output=True,
                          text=True).stdout
     job = json.loads(out[out.index('{'):])['jobs'][0]
@@ -113,7 +115,7 @@ def run_fio(cfg, rw, depth):
     return {
         'iops': io['iops'],
         'lat_mean_us': io['lat_ns']['mean'] / 1000,
-        'lat_p99_us': io['clat_ns']['percentile']['99.000000'] / 1000,
+        'lat_p99_us': io['lat_ns']['percentile']['99.000000'] / 1000,
         'cpu_us_per_io': cpu / max(io['total_ios'], 1) * 1e6,
     }
 
@@ -135,6 +137,15 @@ def machine():
     }
 
 
+def setup_loop(image):
+    """A loop device with direct I/O over @image, or None"""
+    if os.environ.get('BENCH_BLOCKDEV', 'loop') != 'loop':
+        return None
+    r = subprocess.run(['losetup', '-f', '--show', '--direct-io=on', image],
+                       capture_output=True, text=True, check=False)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     subprocess.run([QEMU_IMG, 'create', '-q', '-f', 'raw', IMAGE,
@@ -144,6 +155,31 @@ def main():
                     '--rw=write', '--bs=1M', f'--size={IMAGE_SIZE}',
                     '--output=/dev/null'], check=True)
 
+    # The file itself, and a host block device over it: on tmpfs the
+    # kernel hands every io_uring request to an io-wq worker (no
+    # IOCB_NOWAIT support), a loop device with direct I/O does not.
+    targets = {'file': IMAGE}
+    loop = setup_loop(IMAGE)
+    if loop:
+        targets['loop'] = loop
+    try:
+        result = {'machine': machine(), 'targets': {}}
+        for name, path in targets.items():
+            summary = bench_target(name, path)
+            result['targets'][name] = {'path': path, 'summary': summary}
+    finally:
+        if loop:
+            subprocess.run(['losetup', '-d', loop], check=False)
+        os.unlink(IMAGE)
+
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    for path in (os.path.join(OUT, f'driver-{stamp}.json'),
+                 os.path.join(OUT, 'latest.json')):
+        with open(path, 'w') as f:
+            json.dump(result, f, indent=1)
+
+
+def bench_target(target, path):
     rows = []
     names = list(CONFIGS) + list(FIO)
     total = REPS * 2 * len(DEPTHS) * len(names)
@@ -155,29 +191,26 @@ def main():
             for depth in DEPTHS:
                 for cfg in names:
                     run = run_fio if cfg in FIO else run_qemu_img
-                    r = run(cfg, rw, depth)
+                    r = run(path, cfg, rw, depth)
                     r.update(config=cfg, rw=rw, depth=depth, rep=rep)
                     rows.append(r)
                     done += 1
-                    print(f'\r{done}/{total} runs', end='', flush=True)
+                    print(f'\r{target}: {done}/{total} runs', end='',
+                          flush=True)
     print()
 
     stamp = time.strftime('%Y%m%d-%H%M%S')
-    with open(os.path.join(OUT, f'driver-{stamp}.csv'), 'w') as f:
+    with open(os.path.join(OUT, f'driver-{target}-{stamp}.csv'), 'w') as f:
         w = csv.DictWriter(f, fieldnames=['config', 'rw', 'depth', 'rep',
                                           'iops', 'lat_mean_us',
                                           'lat_p99_us', 'cpu_us_per_io'])
         w.writeheader()
         w.writerows(rows)
     summary = summarize(rows)
-    result = {'machine': machine(), 'summary': summary}
-    for path in (os.path.join(OUT, f'driver-{stamp}.json'),
-                 os.path.join(OUT, 'latest.json')):
-        with open(path, 'w') as f:
-            json.dump(result, f, indent=1)
+    print(f'\n=== {target}: {path}')
     report(summary, names)
-    chart(summary, names, os.path.join(OUT, 'latest'))
-    os.unlink(IMAGE)
+    chart(summary, names, os.path.join(OUT, f'latest-{target}'), path)
+    return summary
 
 
 def summarize(rows):
@@ -238,7 +271,7 @@ def report(summary, names):
           f"registerfiles): {r:.0%} -> {'met' if r >= 0.85 else 'NOT met'}")
 
 
-def chart(summary, names, base):
+def chart(summary, names, base, path):
     data = base + '.dat'
     with open(data, 'w') as f:
         for rw in ('read', 'write'):
@@ -252,7 +285,7 @@ def chart(summary, names, base):
     script = f'''
 set terminal png size 1200,500 font ",10" noenhanced
 set output "{base}.png"
-set multiplot layout 1,2 title "4k random I/O on {IMAGE}, kIOPS (median)"
+set multiplot layout 1,2 title "4k random I/O on {path}, kIOPS (median of {REPS})"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid border -1
