@@ -172,11 +172,66 @@ def main():
             subprocess.run(['losetup', '-d', loop], check=False)
         os.unlink(IMAGE)
 
+    if os.environ.get('BENCH_GUEST', '1') != '0':
+        result['guest'] = guest_bench()
+
     stamp = time.strftime('%Y%m%d-%H%M%S')
     for path in (os.path.join(OUT, f'driver-{stamp}.json'),
                  os.path.join(OUT, 'latest.json')):
         with open(path, 'w') as f:
             json.dump(result, f, indent=1)
+
+
+# Guest level: the guest of make run, per backend
+GUEST_CONFIGS = {
+    'file-threads': {'BACKEND': 'threads'},
+    'file-native': {'BACKEND': 'native'},
+    'file-io_uring': {'BACKEND': 'io_uring'},
+    'uring': {'BACKEND': 'uring'},
+    'uring-sqpoll': {'BACKEND': 'uring', 'SQPOLL': 'on',
+                     'SQPOLL_IDLE': '10'},
+}
+GUEST_SECS = int(os.environ.get('BENCH_GUEST_SECS', '3'))
+
+
+def guest_bench():
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    last = os.path.join(top, 'build', 'guest', 'logs', 'last-bench.json')
+    results = {}
+    for cfg, env in GUEST_CONFIGS.items():
+        print(f'guest: {cfg}', flush=True)
+        if os.path.exists(last):
+            os.unlink(last)
+        run = subprocess.run(
+            [os.path.join(top, 'devtools', 'run-guest.sh'), '--no-build'],
+            env=dict(os.environ, GUEST_BENCH=str(GUEST_SECS), **env),
+            capture_output=True, text=True, check=False)
+        if run.returncode != 0 or not os.path.exists(last):
+            print(run.stdout[-3000:], run.stderr[-2000:])
+            raise RuntimeError(f'guest run {cfg} failed')
+        with open(last) as f:
+            results[cfg] = json.load(f)
+    guest_report(results)
+    return results
+
+
+def guest_report(results):
+    base = results[BASELINE]
+    print(f'\n=== guest: fio in the TCG guest of make run, {GUEST_SECS} s per '
+          f'job (ratio to {BASELINE})')
+    jobs = ['bench-read-qd1', 'bench-read-qd32', 'bench-write-qd1',
+            'bench-write-qd32']
+    print(f"{'config':15}" + ''.join(f'{j[6:]:>17}' for j in jobs) +
+          '   host CPU us/IO (vcpu iothread main sq-thread io-wq)')
+    for cfg, r in results.items():
+        cells = ''
+        for j in jobs:
+            v, b = r['jobs'][j]['iops'], base['jobs'][j]['iops']
+            cells += f'{v:9d} {v / b:5.2f}x '
+        cpu = r['cpu_us_per_io']
+        split = ' '.join(f"{cpu.get(k, 0):.0f}" for k in
+                         ('vcpu', 'iothread', 'main', 'sq-thread', 'io-wq'))
+        print(f'{cfg:15}{cells}  {r["cpu_us_per_io_total"]:6.0f}: {split}')
 
 
 def bench_target(target, path):

@@ -33,6 +33,9 @@
 #   FIO_SIZE       bytes per fio region, 4 regions (default 16M)
 #   FIO_ENGINE     ioengine in the guest: io_uring (default) | libaio
 #   TIMEOUT        seconds for the guest to finish (default 900)
+#   GUEST_BENCH    seconds of each timed fio job (4k random read and
+#                  write, QD1 and QD32) after the tests, with the host
+#                  CPU time per I/O of QEMU's threads (default 0: none)
 #
 # Fails when a fio job or its verification failed, the guest did not
 # finish, QEMU or the daemon did not exit cleanly, no discard reached
@@ -69,6 +72,7 @@ DISK_SIZE=${DISK_SIZE:-256M}
 FIO_SIZE=${FIO_SIZE:-16M}
 FIO_ENGINE=${FIO_ENGINE:-io_uring}
 TIMEOUT=${TIMEOUT:-900}
+GUEST_BENCH=${GUEST_BENCH:-0}
 
 case "$BACKEND" in
 uring|io_uring|native|threads) ;;
@@ -97,6 +101,7 @@ fi
 QEMU="$OBJ/qemu-system-x86_64"
 QSD="$OBJ/storage-daemon/qemu-storage-daemon"
 QMP_PY="$top/devtools/guest/qmp.py"
+THREADS_PY="$top/devtools/guest/threads.py"
 
 t_start=$SECONDS
 if [ -z "$skip_build" ]; then
@@ -157,9 +162,12 @@ qemu_args=(
     -accel "$ACCEL"
     -m "$GUEST_MEM" -smp "$GUEST_CPUS"
     -nodefaults -display none -no-reboot
+    # Thread names (CPU 0/TCG, IO iot0) for the CPU split by thread
+    -name uring-guest,debug-threads=on
     -kernel "$G/vmlinuz" -initrd "$G/initramfs.cpio"
     -append "console=ttyS0 loglevel=4 panic=-1 guest.size=$FIO_SIZE $(
-             )guest.engine=$FIO_ENGINE guest.seed=$RANDOM guest.wait=120"
+             )guest.engine=$FIO_ENGINE guest.seed=$RANDOM guest.wait=120 $(
+             )guest.bench=$GUEST_BENCH"
     # ttyS0: the console, logged; ttyS1: "go" from this script
     -chardev "file,id=con,path=$log_con" -serial chardev:con
     -chardev "socket,id=ctl,path=$sock/ctl,server=on,wait=off"
@@ -237,7 +245,7 @@ qemu_pid=$!
 # Lines of the console log that start with a marker, without the CRs
 markers() {
     tr -d '\r' <"$log_con" |
-        grep -a -E '^(GUEST-|FIO-|VERIFY-|READY-FOR-STATS)' || true
+        grep -a -E '^(GUEST-|FIO-|VERIFY-|BENCH-|READY-FOR-STATS)' || true
 }
 
 failures=()
@@ -256,6 +264,14 @@ while :; do
             sed -e '/^FIO-ERROR/d' -e 's/^/   /'
         shown=$n
     fi
+    # CPU time of the threads of QEMU (and the daemon) around the
+    # guest's benchmark jobs
+    for mark in BENCH-BEGIN BENCH-END; do
+        f="$G/logs/$run.$mark.json"
+        if [ ! -f "$f" ] && printf '%s\n' "$lines" | grep -q "^$mark"; then
+            "$PYTHON" "$THREADS_PY" sample "$f" $qemu_pid $qsd_pid
+        fi
+    done
     if printf '%s\n' "$lines" | grep -q '^READY-FOR-STATS'; then
         ready=1
         t_ready=$SECONDS
@@ -380,6 +396,21 @@ if [ ${#st[@]} -gt 0 ] &&
                      "non-fixed path (plain-requests=$(sv plain-requests))"
             fi
         fi
+    fi
+fi
+
+# Host CPU per I/O by thread over the guest's benchmark jobs
+if [ "$GUEST_BENCH" -gt 0 ]; then
+    if [ -f "$G/logs/$run.BENCH-BEGIN.json" ] &&
+       [ -f "$G/logs/$run.BENCH-END.json" ]; then
+        echo
+        tr -d '\r' <"$log_con" >"$G/logs/$run.console.txt"
+        "$PYTHON" "$THREADS_PY" report "$G/logs/$run.BENCH-BEGIN.json" \
+            "$G/logs/$run.BENCH-END.json" "$G/logs/$run.console.txt" \
+            "$GUEST_BENCH" "$G/logs/$run.bench.json"
+        cp "$G/logs/$run.bench.json" "$G/logs/last-bench.json"
+    else
+        fail "the guest's benchmark jobs did not run (GUEST_BENCH)"
     fi
 fi
 
