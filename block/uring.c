@@ -170,9 +170,9 @@ out:
 
 /*
  * Pinned guest RAM must not be discarded behind the ring's back (the
- * kernel would keep writing into the old pages), so fixed buffers and
- * virtio-balloon/virtio-mem exclude each other, as for other drivers that
- * pin memory.
+ * kernel would keep using the old pages), so fixed buffers and virtio-mem
+ * exclude each other and virtio-balloon frees nothing, as with the other
+ * drivers that pin memory (VFIO, blkio).
  */
 static bool uring_disable_ram_discard(BDRVUringState *s, Error **errp)
 {
@@ -187,7 +187,7 @@ static bool uring_disable_ram_discard(BDRVUringState *s, Error **errp)
         if (s->fixed_buffers == ON_OFF_AUTO_ON) {
             error_setg_errno(errp, -ret, "fixed-buffers=on needs guest RAM "
                              "to stay pinned, but a device that discards "
-                             "RAM (virtio-mem, virtio-balloon) is present");
+                             "RAM (virtio-mem) is present");
             error_append_hint(errp, "Use fixed-buffers=off or auto.\n");
             return false;
         }
@@ -205,7 +205,7 @@ static bool uring_disable_ram_discard(BDRVUringState *s, Error **errp)
  * kernel without io_uring (or with it disabled) fails blockdev-add rather
  * than the first request.
  */
-static bool uring_probe_kernel(BDRVUringState *s, int fd, Error **errp)
+static bool uring_probe_kernel(int fd, Error **errp)
 {
     UringRingConfig cfg = {
         .entries = 1,
@@ -246,7 +246,7 @@ bool uring_state_start(BDRVUringState *s, int fd, Error **errp)
     ERRP_GUARD();
 
     s->fd = fd;
-    if (!uring_probe_kernel(s, fd, errp)) {
+    if (!uring_probe_kernel(fd, errp)) {
         error_prepend(errp, "uring: ");
         return false;
     }
