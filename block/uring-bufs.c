@@ -25,11 +25,6 @@ static UringBufView *uring_buf_view_new(unsigned n)
     return v;
 }
 
-static void uring_buf_view_free(UringBufView *v)
-{
-    g_free(v);
-}
-
 static int uring_buf_slot_cmp(const void *a, const void *b)
 {
     const UringBufSlot *x = a, *y = b;
@@ -43,7 +38,7 @@ static void uring_bufs_replace_view(UringBufs *bufs, UringBufView *v)
 
     qsort(v->slots, v->n, sizeof(v->slots[0]), uring_buf_slot_cmp);
     qatomic_rcu_set(&bufs->view, v);
-    call_rcu(old, uring_buf_view_free, rcu);
+    g_free_rcu(old, rcu);
 }
 
 void uring_bufs_init(UringBufs *bufs)

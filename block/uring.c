@@ -403,7 +403,7 @@ static UringCtxRing *uring_add_ring(BDRVUringState *s, AioContext *ctx,
         g_free(cr);
         return NULL;
     }
-    if ((for_device || uring_ring_wants_fixed(s, cr)) && s->use_fixed &&
+    if (s->use_fixed && (for_device || uring_ring_wants_fixed(s, cr)) &&
         !uring_ring_fill_bufs_locked(s, cr, &local_err)) {
         if (for_device) {
             error_propagate(errp, local_err);
