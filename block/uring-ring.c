@@ -14,7 +14,6 @@
 #include <sys/syscall.h>
 #include "qapi/error.h"
 #include "qemu/defer-call.h"
-#include "qemu/event_notifier.h"
 #include "qemu/main-loop.h"
 #include "block/uring-ring.h"
 #include "trace.h"
@@ -49,7 +48,6 @@ enum {
 struct UringRing {
     struct io_uring ring;
     AioContext *ctx;
-    EventNotifier notifier;
     bool sqpoll;
     bool vectored_fixed;        /* READV_FIXED and WRITEV_FIXED exist */
 
@@ -157,6 +155,11 @@ static void uring_ring_setup_hint(int err, Error **errp)
     }
 }
 
+/* Set-up flags that only make the ring faster: retried without them */
+#define URING_OPTIONAL_SETUP_FLAGS (IORING_SETUP_ATTACH_WQ | \
+                                    IORING_SETUP_COOP_TASKRUN | \
+                                    IORING_SETUP_TASKRUN_FLAG)
+
 static int uring_ring_create(UringRing *r, const UringRingConfig *cfg)
 {
     struct io_uring_params p = {
@@ -175,13 +178,22 @@ static int uring_ring_create(UringRing *r, const UringRingConfig *cfg)
             p.flags |= IORING_SETUP_ATTACH_WQ;
             p.wq_fd = cfg->attach_wq_fd;
         }
+    } else {
+        /*
+         * Completions from io-wq workers and from interrupts are posted by
+         * task work in this thread.  By default each one interrupts the
+         * thread with an IPI even while it is busy; with COOP_TASKRUN the
+         * work waits for the thread's next syscall, and TASKRUN_FLAG shows
+         * polling that it is pending (Linux 5.19).
+         */
+        p.flags |= IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     }
 
     ret = io_uring_queue_init_params(cfg->entries, &r->ring, &p);
-    if (ret == -EINVAL && (p.flags & IORING_SETUP_ATTACH_WQ)) {
-        /* Sharing is an optimisation: fall back to a thread of our own */
+    if (ret == -EINVAL && (p.flags & URING_OPTIONAL_SETUP_FLAGS)) {
+        /* Older kernel, or a @wq_fd that cannot be shared */
         p = (struct io_uring_params) {
-            .flags = p.flags & ~IORING_SETUP_ATTACH_WQ,
+            .flags = p.flags & ~URING_OPTIONAL_SETUP_FLAGS,
             .sq_thread_idle = p.sq_thread_idle,
             .sq_thread_cpu = p.sq_thread_cpu,
         };
@@ -226,12 +238,6 @@ static int uring_ring_setup(UringRing *r, const UringRingConfig *cfg,
             goto fail;
         }
     }
-    ret = io_uring_register_eventfd(&r->ring,
-                                    event_notifier_get_fd(&r->notifier));
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "Failed to register io_uring eventfd");
-        goto fail;
-    }
     ret = uring_ring_restrict(r);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "Failed to install io_uring "
@@ -250,29 +256,26 @@ fail:
 
 static void uring_ring_process_completions(UringRing *r);
 
-static void uring_ring_completion_cb(EventNotifier *e)
+/*
+ * The ring fd itself polls readable while the CQ holds entries: no eventfd
+ * to signal for every completion and to read back in the event loop.
+ */
+static void uring_ring_completion_cb(void *opaque)
 {
-    UringRing *r = container_of(e, UringRing, notifier);
-
-    if (event_notifier_test_and_clear(e)) {
-        uring_ring_process_completions(r);
-    }
+    uring_ring_process_completions(opaque);
 }
 
-/* Adaptive polling: CQEs are visible in shared memory, no syscall needed */
+/*
+ * Adaptive polling: CQEs are visible in shared memory, and so is completion
+ * work the kernel holds back for this thread (COOP_TASKRUN), which
+ * io_uring_peek_cqe() then runs.
+ */
 static bool uring_ring_poll_cb(void *opaque)
 {
-    EventNotifier *e = opaque;
-    UringRing *r = container_of(e, UringRing, notifier);
+    UringRing *r = opaque;
 
-    return io_uring_cq_ready(&r->ring) > 0;
-}
-
-static void uring_ring_poll_ready(EventNotifier *e)
-{
-    UringRing *r = container_of(e, UringRing, notifier);
-
-    uring_ring_process_completions(r);
+    return io_uring_cq_ready(&r->ring) > 0 ||
+           (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
 /*
@@ -284,20 +287,12 @@ UringRing *uring_ring_new(AioContext *ctx, const UringRingConfig *cfg,
                           Error **errp)
 {
     UringRing *r = g_new0(UringRing, 1);
-    int ret;
 
     r->ctx = ctx;
     r->sqpoll = cfg->sqpoll;
     QSIMPLEQ_INIT(&r->queued);
 
-    ret = event_notifier_init(&r->notifier, false);
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "Failed to create eventfd");
-        g_free(r);
-        return NULL;
-    }
     if (uring_ring_setup(r, cfg, errp) < 0) {
-        event_notifier_cleanup(&r->notifier);
         g_free(r);
         return NULL;
     }
@@ -315,8 +310,8 @@ int uring_ring_start(UringRing *r, Error **errp)
         error_setg_errno(errp, -ret, "Failed to enable io_uring");
         return ret;
     }
-    aio_set_event_notifier(r->ctx, &r->notifier, uring_ring_completion_cb,
-                           uring_ring_poll_cb, uring_ring_poll_ready);
+    aio_set_fd_handler(r->ctx, r->ring.ring_fd, uring_ring_completion_cb,
+                       NULL, uring_ring_poll_cb, uring_ring_completion_cb, r);
     trace_uring_ring_enabled(r, r->ring.ring_fd);
     return 0;
 }
@@ -326,14 +321,13 @@ void uring_ring_free(UringRing *r)
 {
     assert(r->in_flight == 0 && QSIMPLEQ_EMPTY(&r->queued));
     trace_uring_ring_free(r);
-    aio_set_event_notifier(r->ctx, &r->notifier, NULL, NULL, NULL);
+    aio_set_fd_handler(r->ctx, r->ring.ring_fd, NULL, NULL, NULL, NULL, NULL);
     /*
      * The kernel tears rings down asynchronously; drop the image from the
      * file table now, so that closing the image releases its locks at once.
      */
     uring_ring_update_file(r, -1);
     io_uring_queue_exit(&r->ring);
-    event_notifier_cleanup(&r->notifier);
     g_free(r);
 }
 
