@@ -16,7 +16,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-"$top/devtools/build.sh"
+BUILD_TARGETS="qemu-system-x86_64 qemu-img" "$top/devtools/build.sh"
 # The report goes to the terminal and to bench/results/latest.txt
 mkdir -p "$top/bench/results"
 "$PYTHON" -u "$top/devtools/bench.py" "$OBJ" "$top/bench/results" "$@" |

@@ -6,6 +6,7 @@
 # unit tests.  Configure runs again only when its options change.
 #
 #   devtools/build.sh [TREE OBJ]   (defaults: build/qemu build/obj)
+#   BUILD_TARGETS="ninja targets"  build only these
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -62,17 +63,24 @@ for d in ${firmware//:/ }; do
     ln -sfn "$d" "$obj/qemu-bundle$d"
 done
 
-targets=(
-    qemu-system-x86_64 qemu-img qemu-io qemu-nbd
-    storage-daemon/qemu-storage-daemon
-    tests/qtest/qos-test
-    tests/unit/test-aio tests/unit/test-block-iothread
-)
-# Unit tests and qtests the series adds (built when the tree has them).
-for t in $(cd "$tree" &&
-           ls tests/unit/test-uring*.c tests/qtest/*uring*-test.c 2>/dev/null); do
-    targets+=("${t%.c}")
-done
+if [ -n "${BUILD_TARGETS:-}" ]; then
+    # Only what the caller runs (make bench, make run): less to compile
+    # on a fresh machine
+    read -r -a targets <<<"$BUILD_TARGETS"
+else
+    targets=(
+        qemu-system-x86_64 qemu-img qemu-io qemu-nbd
+        storage-daemon/qemu-storage-daemon
+        tests/qtest/qos-test
+        tests/unit/test-aio tests/unit/test-block-iothread
+    )
+    # Unit tests and qtests the series adds (when the tree has them).
+    for t in $(cd "$tree" &&
+               ls tests/unit/test-uring*.c tests/qtest/*uring*-test.c \
+                  2>/dev/null); do
+        targets+=("${t%.c}")
+    done
+fi
 
 log "building in $obj"
 ninja -C "$obj" "${targets[@]}"

@@ -108,7 +108,8 @@ THREADS_PY="$top/devtools/guest/threads.py"
 
 t_start=$SECONDS
 if [ -z "$skip_build" ]; then
-    "$top/devtools/build.sh"
+    BUILD_TARGETS="qemu-system-x86_64 storage-daemon/qemu-storage-daemon" \
+        "$top/devtools/build.sh"
 fi
 t_built=$SECONDS
 [ -x "$QEMU" ] || die "$QEMU is missing: run devtools/build.sh"
