@@ -310,9 +310,7 @@ def summarize(rows):
     for key, rs in out.items():
         s = {}
         for m in ('iops', 'lat_mean_us', 'lat_p99_us', 'cpu_us_per_io'):
-            vals = [r[m] for r in rs]
-            s[m] = statistics.median(vals)
-            s[m + '_spread'] = (max(vals) - min(vals)) / s[m] if s[m] else 0
+            s[m], s[m + '_spread'] = median_spread([r[m] for r in rs])
         summary[key] = s
     return summary
 
