@@ -19,11 +19,12 @@
  * The ring engine (uring-ring.c)
  *
  * A UringRing is one io_uring instance that serves one AioContext.  It is
- * created disabled, gets the image fd as fixed file 0, a sparse table of
- * fixed buffers and an eventfd, then an allow-list of operations, and only
- * then is enabled.  From that point on the kernel refuses every SQE opcode
- * outside the list, every SQE without IOSQE_FIXED_FILE and every register
- * call other than updates of the file and buffer tables.
+ * created disabled, gets the image fd as fixed file 0 and a sparse table
+ * of fixed buffers, then an allow-list of operations, and only then is
+ * enabled; its completions are reaped when its own fd polls readable.
+ * From that point on the kernel refuses every SQE opcode outside the list,
+ * every SQE without IOSQE_FIXED_FILE and every register call other than
+ * updates of the file and buffer tables.
  */
 
 typedef struct UringRing UringRing;

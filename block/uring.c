@@ -541,11 +541,9 @@ int coroutine_fn uring_co_prw(BDRVUringState *s, uint64_t offset,
      * since the memory was registered, and bounce buffers lose it), so the
      * table decides.
      */
-    if (qatomic_read(&cr->fixed) && qiov->niov > 0) {
+    if (qatomic_read(&cr->fixed) && qiov->niov > 0 &&
+        (qiov->niov == 1 || uring_ring_has_vectored_fixed(cr->ring))) {
         buf_index = uring_bufs_lookup(&s->bufs, qiov);
-        if (qiov->niov > 1 && !uring_ring_has_vectored_fixed(cr->ring)) {
-            buf_index = URING_NO_BUF;
-        }
     }
 
     ret = uring_ring_co_rw(cr->ring, is_write, offset, qiov, buf_index, fua);
