@@ -1,5 +1,5 @@
 /*
- * uring block driver: the fixed-buffer table
+ * uring block driver: the process's fixed-buffer table
  *
  * Copyright (c) 2026 The uring series authors
  *
@@ -7,22 +7,333 @@
  */
 
 #include "qemu/osdep.h"
+#include <sys/resource.h>
+#include "qapi/error.h"
 #include "qemu/bitmap.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/memalign.h"
+#include "qemu/rcu.h"
+#include "qemu/stats64.h"
+#include "qemu/units.h"
+#include "block/aio-wait.h"
+#include "block/thread-pool.h"
+#include "system/memory.h"
+#include "block/uring-bufs.h"
 #include "block/uring-ring.h"
+#include "block/uring-sys.h"
+#include "trace.h"
 
-/* An immutable, sorted copy of the published slots, replaced under RCU */
-struct UringBufView {
+/*
+ * The bounce buffer: queue depth (256, virtio-blk's default queue size)
+ * times 4 KiB, in slot 0.  Requests whose memory is not in the table are
+ * copied through it in pieces of at most URING_BOUNCE_CHUNK.  Under a
+ * small RLIMIT_MEMLOCK it shrinks down to URING_BOUNCE_MIN.
+ */
+#define URING_BOUNCE_SIZE       (1 * MiB)
+#define URING_BOUNCE_MIN        (64 * KiB)
+#define URING_BOUNCE_CHUNK      (64 * KiB)
+#define URING_BOUNCE_PAGE       (4 * KiB)
+#define URING_BOUNCE_INDEX      0
+
+/*
+ * Pinning touches every page: seconds per GiB on some hosts.  Larger
+ * memory is pinned by a worker thread so that device realize (and the
+ * monitor) do not wait for it; requests bounce until it is done.
+ */
+#define URING_BUFS_ASYNC_MIN    (256 * MiB)
+
+/* What the table's own (one-entry) ring locks */
+#define URING_BUFS_TABLE_LOCKED (8 * KiB)
+
+typedef struct UringBufSlot {
+    uintptr_t start;
+    size_t len;
+    unsigned index;
+    uint64_t generation;        /* the first that has it */
+} UringBufSlot;
+
+/* The pinned slots, sorted by start: immutable, replaced under RCU */
+typedef struct UringBufView {
     struct rcu_head rcu;
     unsigned n;
     UringBufSlot slots[];
-};
+} UringBufView;
 
-static UringBufView *uring_buf_view_new(unsigned n)
+/* Memory registered with uring_bufs_register() */
+typedef struct UringBufRange {
+    void *host;
+    size_t size;
+    unsigned refs;              /* registrations */
+    bool pinning;               /* a worker pins it now */
+    bool pinned;                /* in the table and the view */
+    int err;                    /* pinning failed */
+    unsigned n;
+    UringBufSlot *slots;
+    QLIST_ENTRY(UringBufRange) next;
+} UringBufRange;
+
+typedef struct UringBufs {
+    /* Protected by the BQL */
+    bool initialized;
+    unsigned refs;              /* open uring nodes */
+    struct io_uring table;      /* never enabled: it only holds buffers */
+    bool shared;                /* rings clone @table (Linux 6.12) */
+    unsigned long *used;        /* slot indices */
+    QLIST_HEAD(, UringBufRange) ranges;
+    unsigned pinning;           /* ranges being pinned by workers */
+    bool discard_disabled;
+    NotifierList listeners;
+
+    /*
+     * @lock orders new generations against rings taking a snapshot: a ring
+     * holds every slot of the generation it records.
+     */
+    QemuMutex lock;
+    uint64_t generation;
+    UringBufView *view;         /* RCU; written under @lock */
+
+    /* The bounce buffer, one bit per URING_BOUNCE_PAGE */
+    void *bounce;
+    size_t bounce_size;
+    QemuMutex bounce_lock;
+    unsigned long *bounce_map;  /* protected by @bounce_lock */
+    CoQueue bounce_waiters;     /* protected by @bounce_lock */
+    Stat64 bounce_waits;
+} UringBufs;
+
+static UringBufs uring_bufs;
+
+/* What the table pins, is pinning or failed to pin, bounce buffer included */
+static uint64_t uring_bufs_wanted_bytes(UringBufs *b)
 {
-    UringBufView *v = g_malloc0(sizeof(*v) + n * sizeof(v->slots[0]));
+    UringBufRange *range;
+    uint64_t bytes = b->bounce_size;
 
-    v->n = n;
-    return v;
+    QLIST_FOREACH(range, &b->ranges, next) {
+        bytes += ROUND_UP(range->size, qemu_real_host_page_size());
+    }
+    return bytes;
+}
+
+/*
+ * Say how much locked memory the process needs for all the memory
+ * registered so far (and @extra bytes more), as the kernel counts it:
+ * every pinned page of the table once, whatever the number of rings (or
+ * once per ring, where rings cannot share it), and the rings' own memory.
+ */
+static void uring_bufs_add_memlock_hint(UringBufs *b, size_t extra,
+                                        Error **errp)
+{
+    uint64_t need = uring_bufs_wanted_bytes(b) + extra +
+                    uring_ring_memlock_bytes() + URING_BUFS_TABLE_LOCKED;
+    struct rlimit rl;
+    g_autofree char *limit = NULL;
+
+    if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        limit = g_strdup_printf("%" PRIu64 " KiB", (uint64_t)rl.rlim_cur / KiB);
+    }
+    error_append_hint(errp, "io_uring fixed buffers pin memory and charge it "
+                      "to RLIMIT_MEMLOCK%s: this process needs at least "
+                      "%" PRIu64 " KiB (%s now), shared with the other "
+                      "processes of the same user.  Raise the limit (ulimit "
+                      "-l, prlimit --memlock, systemd LimitMEMLOCK=) or use "
+                      "fixed-buffers=off.\n",
+                      b->shared ? "" : " once for each ring",
+                      need / KiB, limit ?: "unlimited");
+}
+
+/* Why memory could not be pinned (@err from uring_bufs_state()) */
+void uring_bufs_error_hint(int err, Error **errp)
+{
+    if (err == -ENOMEM) {
+        uring_bufs_add_memlock_hint(&uring_bufs, 0, errp);
+    } else if (err == -EFAULT || err == -EOPNOTSUPP) {
+        error_append_hint(errp, "The kernel does not pin this kind of "
+                          "memory for long (file-backed memory other than "
+                          "tmpfs, memfd or hugetlbfs, for example).\n");
+    } else if (err == -EBUSY) {
+        error_append_hint(errp, "A device that may discard guest RAM "
+                          "(virtio-mem) was there first.\n");
+    } else if (err == -ENOSPC) {
+        error_append_hint(errp, "The kernel takes at most %d fixed buffers "
+                          "of 1 GiB.\n", URING_BUF_SLOTS);
+    }
+}
+
+/* Whether a ring can clone the table: Linux 6.12 */
+static bool uring_bufs_probe_sharing(UringBufs *b)
+{
+    struct io_uring_params p = { .flags = IORING_SETUP_R_DISABLED };
+    struct io_uring probe;
+    int ret;
+
+    ret = io_uring_queue_init_params(1, &probe, &p);
+    if (ret < 0) {
+        return false;
+    }
+    ret = uring_sys_clone_buffers(probe.ring_fd, b->table.ring_fd);
+    io_uring_queue_exit(&probe);
+    trace_uring_bufs_probe_sharing(ret);
+    return ret == 0;
+}
+
+static int uring_bufs_pin_slot(UringBufs *b, unsigned index, void *host,
+                               size_t len)
+{
+    struct iovec iov = { .iov_base = host, .iov_len = len };
+    int ret = io_uring_register_buffers_update_tag(&b->table, index, &iov,
+                                                   NULL, 1);
+
+    return ret < 0 ? ret : 0;
+}
+
+static void uring_bufs_unpin_slot(UringBufs *b, unsigned index)
+{
+    uring_bufs_pin_slot(b, index, NULL, 0);
+}
+
+/* Pin the bounce buffer, smaller if the memlock limit requires it */
+static bool uring_bufs_setup_bounce(UringBufs *b, Error **errp)
+{
+    size_t size;
+    int ret = -ENOMEM;
+
+    for (size = URING_BOUNCE_SIZE; size >= URING_BOUNCE_MIN; size /= 2) {
+        b->bounce = qemu_memalign(qemu_real_host_page_size(), size);
+        ret = uring_bufs_pin_slot(b, URING_BOUNCE_INDEX, b->bounce, size);
+        if (ret == 0) {
+            break;
+        }
+        qemu_vfree(b->bounce);
+        b->bounce = NULL;
+        if (ret != -ENOMEM) {
+            break;
+        }
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Cannot pin the bounce buffer of the "
+                         "uring driver (%zu KiB)", (size_t)URING_BOUNCE_MIN /
+                         KiB);
+        if (ret == -ENOMEM) {
+            uring_bufs_add_memlock_hint(b, URING_BOUNCE_MIN, errp);
+        }
+        return false;
+    }
+    if (size < URING_BOUNCE_SIZE) {
+        warn_report("uring: RLIMIT_MEMLOCK allows only a %zu KiB bounce "
+                    "buffer instead of %zu KiB", size / KiB,
+                    (size_t)URING_BOUNCE_SIZE / KiB);
+    }
+    b->bounce_size = size;
+    b->bounce_map = bitmap_new(size / URING_BOUNCE_PAGE);
+    return true;
+}
+
+static bool uring_bufs_setup(UringBufs *b, Error **errp)
+{
+    struct io_uring_params p = { .flags = IORING_SETUP_R_DISABLED };
+    int ret;
+
+    /* Disabled for good: io_uring_enter() on it fails with -EBADFD */
+    ret = io_uring_queue_init_params(1, &b->table, &p);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Failed to create io_uring");
+        if (ret == -EPERM || ret == -ENOSYS || ret == -EACCES) {
+            error_append_hint(errp, "io_uring is not available to this "
+                              "process: check the kernel.io_uring_disabled "
+                              "sysctl (and kernel.io_uring_group) and any "
+                              "seccomp policy of the container runtime.\n");
+        }
+        return false;
+    }
+    ret = io_uring_register_buffers_sparse(&b->table, URING_BUF_SLOTS);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Failed to create an io_uring "
+                         "fixed-buffer table (Linux 5.19 or later is "
+                         "required)");
+        goto fail;
+    }
+    if (!uring_bufs_setup_bounce(b, errp)) {
+        goto fail;
+    }
+
+    b->shared = uring_bufs_probe_sharing(b);
+    if (!b->shared) {
+        warn_report_once("uring: this kernel cannot share fixed buffers "
+                         "between io_uring instances (Linux 6.12); every "
+                         "ring pins and charges them again");
+    }
+    b->used = bitmap_new(URING_BUF_SLOTS);
+    set_bit(URING_BOUNCE_INDEX, b->used);
+    b->generation = 1;
+    b->view = g_malloc0(sizeof(*b->view));
+    trace_uring_bufs_setup(b->table.ring_fd, b->shared, b->bounce_size);
+    return true;
+
+fail:
+    io_uring_queue_exit(&b->table);
+    return false;
+}
+
+/* A uring node opens: the table exists while there are any */
+bool uring_bufs_ref(Error **errp)
+{
+    UringBufs *b = &uring_bufs;
+
+    GLOBAL_STATE_CODE();
+    if (!b->initialized) {
+        qemu_mutex_init(&b->lock);
+        qemu_mutex_init(&b->bounce_lock);
+        qemu_co_queue_init(&b->bounce_waiters);
+        notifier_list_init(&b->listeners);
+        b->initialized = true;
+    }
+    if (b->refs == 0 && !uring_bufs_setup(b, errp)) {
+        return false;
+    }
+    b->refs++;
+    return true;
+}
+
+void uring_bufs_unref(void)
+{
+    UringBufs *b = &uring_bufs;
+
+    GLOBAL_STATE_CODE();
+    assert(b->refs > 0);
+    if (--b->refs > 0) {
+        return;
+    }
+
+    /* Every node unregistered what it registered; workers may still run */
+    AIO_WAIT_WHILE_UNLOCKED(NULL, b->pinning > 0);
+    assert(QLIST_EMPTY(&b->ranges));
+    trace_uring_bufs_cleanup(b->table.ring_fd);
+
+    /* Rings that still hold buffers keep them pinned until they go */
+    io_uring_queue_exit(&b->table);
+    g_free(b->used);
+    b->used = NULL;
+    g_free_rcu(b->view, rcu);
+    b->view = NULL;
+    qemu_vfree(b->bounce);
+    b->bounce = NULL;
+    g_free(b->bounce_map);
+    b->bounce_map = NULL;
+    b->bounce_size = 0;
+}
+
+static UringBufRange *uring_bufs_find(UringBufs *b, void *host)
+{
+    UringBufRange *range;
+
+    QLIST_FOREACH(range, &b->ranges, next) {
+        if (range->host == host) {
+            return range;
+        }
+    }
+    return NULL;
 }
 
 static int uring_buf_slot_cmp(const void *a, const void *b)
@@ -32,171 +343,339 @@ static int uring_buf_slot_cmp(const void *a, const void *b)
     return x->start < y->start ? -1 : x->start > y->start;
 }
 
-static void uring_bufs_replace_view(UringBufs *bufs, UringBufView *v)
+/* A new generation whose view adds @add and drops @remove */
+static void uring_bufs_new_generation(UringBufs *b, UringBufRange *add,
+                                      UringBufRange *remove)
 {
-    UringBufView *old = bufs->view;
+    UringBufView *old = b->view, *v;
+    unsigned i;
 
-    qsort(v->slots, v->n, sizeof(v->slots[0]), uring_buf_slot_cmp);
-    qatomic_rcu_set(&bufs->view, v);
+    v = g_malloc0(sizeof(*v) + (old->n + (add ? add->n : 0)) *
+                  sizeof(v->slots[0]));
+    for (i = 0; i < old->n; i++) {
+        if (!remove || old->slots[i].start < (uintptr_t)remove->host ||
+            old->slots[i].start - (uintptr_t)remove->host >= remove->size) {
+            v->slots[v->n++] = old->slots[i];
+        }
+    }
+
+    WITH_QEMU_LOCK_GUARD(&b->lock) {
+        b->generation++;
+        for (i = 0; add && i < add->n; i++) {
+            add->slots[i].generation = b->generation;
+            v->slots[v->n++] = add->slots[i];
+        }
+        qsort(v->slots, v->n, sizeof(v->slots[0]), uring_buf_slot_cmp);
+        qatomic_rcu_set(&b->view, v);
+    }
     g_free_rcu(old, rcu);
+    trace_uring_bufs_generation(b->generation, v->n);
+    notifier_list_notify(&b->listeners, NULL);
 }
 
-void uring_bufs_init(UringBufs *bufs)
+/* RAM discard stays disabled while any memory is pinned or being pinned */
+static void uring_bufs_update_discard(UringBufs *b)
 {
-    bufs->view = uring_buf_view_new(0);
-    bufs->used = bitmap_new(URING_BUF_SLOTS);
-    bufs->bytes = 0;
+    UringBufRange *range;
+    bool pinned = false;
+
+    QLIST_FOREACH(range, &b->ranges, next) {
+        pinned |= range->pinned || range->pinning;
+    }
+    if (b->discard_disabled && !pinned) {
+        ram_block_discard_disable(false);
+        b->discard_disabled = false;
+    }
 }
 
-void uring_bufs_cleanup(UringBufs *bufs)
-{
-    g_free(bufs->view);
-    bufs->view = NULL;
-    g_free(bufs->used);
-    bufs->used = NULL;
-}
-
-/* Index of the published slot that starts at @start, or -1 */
-static int uring_bufs_find_start(UringBufView *v, uintptr_t start)
+static int uring_bufs_reserve(UringBufs *b, UringBufRange *range)
 {
     unsigned i;
 
-    for (i = 0; i < v->n; i++) {
-        if (v->slots[i].start == start) {
-            return i;
-        }
-    }
-    return -1;
-}
-
-/*
- * Allocate slot indices for [@host, @host + @size), split into pieces of at
- * most URING_BUF_SLOT_MAX bytes.  The slots are not visible to lookups until
- * uring_bufs_publish(), so the caller can fill the rings' tables first.
- *
- * Returns the number of slots (0 if the range is registered already) or
- * -ENOSPC when the table is full.
- */
-int uring_bufs_reserve(UringBufs *bufs, void *host, size_t size,
-                       UringBufSlot **slots)
-{
-    uintptr_t start = (uintptr_t)host;
-    int n = DIV_ROUND_UP(size, URING_BUF_SLOT_MAX);
-    int i;
-
-    *slots = NULL;
-    if (size == 0 || uring_bufs_find_start(bufs->view, start) >= 0) {
-        return 0;
-    }
-
-    *slots = g_new0(UringBufSlot, n);
-    for (i = 0; i < n; i++) {
-        unsigned long index = find_first_zero_bit(bufs->used,
-                                                  URING_BUF_SLOTS);
+    range->n = DIV_ROUND_UP(range->size, URING_BUF_SLOT_MAX);
+    range->slots = g_new0(UringBufSlot, range->n);
+    for (i = 0; i < range->n; i++) {
+        unsigned long index = find_first_zero_bit(b->used, URING_BUF_SLOTS);
 
         if (index >= URING_BUF_SLOTS) {
-            uring_bufs_unreserve(bufs, *slots, i);
-            *slots = NULL;
+            while (i-- > 0) {
+                clear_bit(range->slots[i].index, b->used);
+            }
             return -ENOSPC;
         }
-        set_bit(index, bufs->used);
-        (*slots)[i] = (UringBufSlot) {
-            .start = start + i * URING_BUF_SLOT_MAX,
-            .len = MIN(size - i * URING_BUF_SLOT_MAX, URING_BUF_SLOT_MAX),
+        set_bit(index, b->used);
+        range->slots[i] = (UringBufSlot) {
+            .start = (uintptr_t)range->host + i * URING_BUF_SLOT_MAX,
+            .len = MIN(range->size - i * URING_BUF_SLOT_MAX,
+                       URING_BUF_SLOT_MAX),
             .index = index,
         };
     }
-    return n;
+    return 0;
 }
 
-/* Give back the indices of @slots and free the array */
-void uring_bufs_unreserve(UringBufs *bufs, UringBufSlot *slots, int n)
+static void uring_bufs_unreserve(UringBufs *b, UringBufRange *range)
 {
-    int i;
-
-    for (i = 0; i < n; i++) {
-        clear_bit(slots[i].index, bufs->used);
-    }
-    g_free(slots);
-}
-
-/* Make reserved slots visible to uring_bufs_lookup() */
-void uring_bufs_publish(UringBufs *bufs, const UringBufSlot *slots, int n)
-{
-    UringBufView *old = bufs->view;
-    UringBufView *v = uring_buf_view_new(old->n + n);
-    int i;
-
-    memcpy(v->slots, old->slots, old->n * sizeof(old->slots[0]));
-    memcpy(v->slots + old->n, slots, n * sizeof(slots[0]));
-    for (i = 0; i < n; i++) {
-        bufs->bytes += slots[i].len;
-    }
-    uring_bufs_replace_view(bufs, v);
-}
-
-/*
- * Hide the slots of [@host, @host + @size) from lookups and return them in
- * @slots, so that the caller can clear them in the rings and then
- * uring_bufs_unreserve() them.  A range that was never registered (or whose
- * registration failed) yields 0 slots.
- */
-int uring_bufs_unpublish(UringBufs *bufs, void *host, size_t size,
-                         UringBufSlot **slots)
-{
-    UringBufView *old = bufs->view;
-    uintptr_t start = (uintptr_t)host;
-    UringBufView *v;
     unsigned i;
-    int n = 0;
 
-    *slots = g_new0(UringBufSlot, old->n);
-    v = uring_buf_view_new(old->n);
-    v->n = 0;
-    for (i = 0; i < old->n; i++) {
-        const UringBufSlot *slot = &old->slots[i];
+    for (i = 0; i < range->n; i++) {
+        clear_bit(range->slots[i].index, b->used);
+    }
+}
 
-        if (slot->start >= start && slot->start - start < size) {
-            (*slots)[n++] = *slot;
-            bufs->bytes -= slot->len;
-        } else {
-            v->slots[v->n++] = *slot;
+/* Runs in a worker thread, or in the caller's: returns 0 or -errno */
+static int uring_bufs_pin_range(void *opaque)
+{
+    UringBufRange *range = opaque;
+    UringBufs *b = &uring_bufs;
+    unsigned i;
+    int ret = 0;
+
+    for (i = 0; i < range->n; i++) {
+        ret = uring_bufs_pin_slot(b, range->slots[i].index,
+                                  (void *)range->slots[i].start,
+                                  range->slots[i].len);
+        if (ret < 0) {
+            while (i-- > 0) {
+                uring_bufs_unpin_slot(b, range->slots[i].index);
+            }
+            break;
         }
     }
-    if (n == 0) {
-        g_free(v);
-        g_free(*slots);
-        *slots = NULL;
-        return 0;
-    }
-    uring_bufs_replace_view(bufs, v);
-    return n;
+    return ret;
 }
 
-/* A copy of all published slots, for filling the table of a new ring */
-UringBufSlot *uring_bufs_snapshot(UringBufs *bufs, unsigned *n)
+static void uring_bufs_free_range(UringBufs *b, UringBufRange *range)
 {
-    *n = bufs->view->n;
-    return g_memdup2(bufs->view->slots, *n * sizeof(UringBufSlot));
+    QLIST_REMOVE(range, next);
+    g_free(range->slots);
+    g_free(range);
+    uring_bufs_update_discard(b);
+}
+
+static void uring_bufs_unpin_range(UringBufs *b, UringBufRange *range)
+{
+    unsigned i;
+
+    for (i = 0; i < range->n; i++) {
+        uring_bufs_unpin_slot(b, range->slots[i].index);
+    }
+    uring_bufs_unreserve(b, range);
+}
+
+/* Publish (or drop) a range once pinning finished; under the BQL */
+static void uring_bufs_pinned(UringBufs *b, UringBufRange *range, int ret)
+{
+    trace_uring_bufs_pinned(range->host, range->size, ret);
+    range->pinning = false;
+    if (range->refs == 0) {
+        /* Unregistered while a worker pinned it */
+        if (ret == 0) {
+            uring_bufs_unpin_range(b, range);
+        } else {
+            uring_bufs_unreserve(b, range);
+        }
+        uring_bufs_free_range(b, range);
+    } else if (ret < 0) {
+        range->err = ret;
+        uring_bufs_unreserve(b, range);
+        uring_bufs_update_discard(b);
+    } else {
+        range->pinned = true;
+        uring_bufs_new_generation(b, range, NULL);
+    }
+}
+
+static void uring_bufs_pin_cb(void *opaque, int ret)
+{
+    UringBufRange *range = opaque;
+    UringBufs *b = &uring_bufs;
+
+    b->pinning--;
+    uring_bufs_pinned(b, range, ret);
+    if (ret < 0) {
+        /* Successes start a new generation, which tells the listeners */
+        notifier_list_notify(&b->listeners, NULL);
+    }
 }
 
 /*
- * The fixed-buffer index that covers every element of @qiov, or
- * URING_NO_BUF.  The kernel requires all iovecs of one fixed-buffer request
- * to lie in the same registered buffer.
- *
- * Called in any thread; takes the RCU read lock itself.
+ * Add [@host, @host + @size) to the table, or count another registration
+ * of it.  Pinning is done by a worker thread for large memory unless @sync;
+ * until then requests bounce, and the listeners hear when it is done.
+ * Returns 0 or, with @sync, why the memory could not be pinned (which
+ * uring_bufs_state() tells later too).
  */
-int uring_bufs_lookup(UringBufs *bufs, const QEMUIOVector *qiov)
+int uring_bufs_register(void *host, size_t size, bool sync)
+{
+    UringBufs *b = &uring_bufs;
+    UringBufRange *range;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    assert(b->refs > 0);
+
+    range = uring_bufs_find(b, host);
+    if (range) {
+        range->refs++;
+        if (sync) {
+            AIO_WAIT_WHILE_UNLOCKED(NULL, range->pinning);
+        }
+        return range->err;
+    }
+
+    range = g_new0(UringBufRange, 1);
+    range->host = host;
+    range->size = size;
+    range->refs = 1;
+    QLIST_INSERT_HEAD(&b->ranges, range, next);
+
+    /* The kernel would keep using pages that were discarded */
+    if (!b->discard_disabled) {
+        ret = ram_block_discard_disable(true);
+        if (ret < 0) {
+            range->err = -EBUSY;
+            return range->err;
+        }
+        b->discard_disabled = true;
+    }
+
+    ret = uring_bufs_reserve(b, range);
+    if (ret < 0) {
+        range->err = ret;
+        uring_bufs_update_discard(b);
+        return ret;
+    }
+
+    trace_uring_bufs_pin(host, size, range->n, sync);
+    range->pinning = true;
+    if (sync || size < URING_BUFS_ASYNC_MIN) {
+        ret = uring_bufs_pin_range(range);
+        uring_bufs_pinned(b, range, ret);
+        return ret;
+    }
+    b->pinning++;
+    thread_pool_submit_aio(uring_bufs_pin_range, range, uring_bufs_pin_cb,
+                           range);
+    return 0;
+}
+
+/* Drop a registration; unknown memory is ignored */
+void uring_bufs_unregister(void *host, size_t size)
+{
+    UringBufs *b = &uring_bufs;
+    UringBufRange *range;
+
+    GLOBAL_STATE_CODE();
+    range = uring_bufs_find(b, host);
+    if (!range || --range->refs > 0 || range->pinning) {
+        /* A worker pinning it frees it when it is done */
+        return;
+    }
+    trace_uring_bufs_unpin(host, range->size);
+    if (range->pinned) {
+        uring_bufs_new_generation(b, NULL, range);
+        uring_bufs_unpin_range(b, range);
+    }
+    uring_bufs_free_range(b, range);
+}
+
+/*
+ * 1 if @host is pinned, 0 while it is being pinned, why it could not be
+ * pinned (-errno), or -ENOENT if it is not registered
+ */
+int uring_bufs_state(void *host)
+{
+    UringBufRange *range;
+
+    GLOBAL_STATE_CODE();
+    range = uring_bufs_find(&uring_bufs, host);
+    if (!range) {
+        return -ENOENT;
+    }
+    return range->err ?: range->pinned ? 1 : 0;
+}
+
+/* @n is called, under the BQL, when a new generation starts */
+void uring_bufs_add_listener(Notifier *n)
+{
+    GLOBAL_STATE_CODE();
+    notifier_list_add(&uring_bufs.listeners, n);
+}
+
+void uring_bufs_remove_listener(Notifier *n)
+{
+    GLOBAL_STATE_CODE();
+    notifier_remove(n);
+}
+
+/* Any thread */
+uint64_t uring_bufs_generation(void)
+{
+    return qatomic_read(&uring_bufs.generation);
+}
+
+/*
+ * Describe the table to a new ring.  Until uring_bufs_snapshot_end() no new
+ * generation starts, so that the ring holds everything of
+ * @snap->generation.  Any thread.
+ */
+void uring_bufs_snapshot_begin(UringBufsSnapshot *snap)
+{
+    UringBufs *b = &uring_bufs;
+    UringBufView *v;
+    unsigned i;
+
+    qemu_mutex_lock(&b->lock);
+    *snap = (UringBufsSnapshot) {
+        .generation = b->generation,
+        .ring_fd = b->shared ? b->table.ring_fd : -1,
+    };
+    if (b->shared) {
+        return;
+    }
+
+    /* Sparse: the slots at their indices, empty entries in between */
+    v = b->view;
+    snap->nr_iov = URING_BOUNCE_INDEX + 1;
+    for (i = 0; i < v->n; i++) {
+        snap->nr_iov = MAX(snap->nr_iov, v->slots[i].index + 1);
+    }
+    snap->iov = g_new0(struct iovec, snap->nr_iov);
+    snap->iov[URING_BOUNCE_INDEX] = (struct iovec) {
+        .iov_base = b->bounce,
+        .iov_len = b->bounce_size,
+    };
+    for (i = 0; i < v->n; i++) {
+        snap->iov[v->slots[i].index] = (struct iovec) {
+            .iov_base = (void *)v->slots[i].start,
+            .iov_len = v->slots[i].len,
+        };
+    }
+}
+
+void uring_bufs_snapshot_end(UringBufsSnapshot *snap)
+{
+    g_free(snap->iov);
+    snap->iov = NULL;
+    qemu_mutex_unlock(&uring_bufs.lock);
+}
+
+/*
+ * The slot that holds every element of @qiov, if a ring of @generation has
+ * it, or -1.  The kernel requires all iovecs of one fixed-buffer request to
+ * lie in the same buffer.  Any thread.
+ */
+int uring_bufs_lookup(const QEMUIOVector *qiov, uint64_t generation)
 {
     uintptr_t base = (uintptr_t)qiov->iov[0].iov_base;
-    const UringBufSlot *slot = NULL;
+    const UringBufSlot *slot;
     UringBufView *v;
     unsigned lo, hi;
     int i;
 
     RCU_READ_LOCK_GUARD();
-    v = qatomic_rcu_read(&bufs->view);
+    v = qatomic_rcu_read(&uring_bufs.view);
 
     /* Last slot that starts at or below @base */
     lo = 0;
@@ -211,9 +690,12 @@ int uring_bufs_lookup(UringBufs *bufs, const QEMUIOVector *qiov)
         }
     }
     if (lo == 0) {
-        return URING_NO_BUF;
+        return -1;
     }
     slot = &v->slots[lo - 1];
+    if (slot->generation > generation) {
+        return -1;
+    }
 
     for (i = 0; i < qiov->niov; i++) {
         uintptr_t p = (uintptr_t)qiov->iov[i].iov_base;
@@ -221,13 +703,76 @@ int uring_bufs_lookup(UringBufs *bufs, const QEMUIOVector *qiov)
 
         if (p < slot->start || p - slot->start > slot->len ||
             len > slot->len - (p - slot->start)) {
-            return URING_NO_BUF;
+            return -1;
         }
     }
     return slot->index;
 }
 
-unsigned uring_bufs_count(UringBufs *bufs)
+unsigned uring_bufs_bounce_index(void)
 {
-    return bufs->view->n;
+    return URING_BOUNCE_INDEX;
+}
+
+/*
+ * A piece of the bounce buffer for up to @want bytes, at least one page;
+ * its size is returned in @len.  Waits while the buffer is in use.
+ */
+void *coroutine_fn uring_bufs_co_bounce_get(size_t want, size_t *len)
+{
+    UringBufs *b = &uring_bufs;
+    unsigned long total = b->bounce_size / URING_BOUNCE_PAGE;
+    unsigned long pages, start;
+    bool waited = false;
+
+    want = MIN(want, URING_BOUNCE_CHUNK);
+    QEMU_LOCK_GUARD(&b->bounce_lock);
+    for (;;) {
+        for (pages = DIV_ROUND_UP(want, URING_BOUNCE_PAGE); pages > 0;
+             pages /= 2) {
+            start = bitmap_find_next_zero_area(b->bounce_map, total, 0,
+                                               pages, 0);
+            if (start < total) {
+                bitmap_set(b->bounce_map, start, pages);
+                *len = MIN(want, pages * URING_BOUNCE_PAGE);
+                return b->bounce + start * URING_BOUNCE_PAGE;
+            }
+        }
+        if (!waited) {
+            stat64_add(&b->bounce_waits, 1);
+            waited = true;
+        }
+        qemu_co_queue_wait(&b->bounce_waiters, &b->bounce_lock);
+    }
+}
+
+void coroutine_fn uring_bufs_co_bounce_put(void *buf, size_t len)
+{
+    UringBufs *b = &uring_bufs;
+
+    QEMU_LOCK_GUARD(&b->bounce_lock);
+    bitmap_clear(b->bounce_map, (buf - b->bounce) / URING_BOUNCE_PAGE,
+                 DIV_ROUND_UP(len, URING_BOUNCE_PAGE));
+    qemu_co_queue_restart_all(&b->bounce_waiters);
+}
+
+void uring_bufs_get_info(UringBufsInfo *info)
+{
+    UringBufs *b = &uring_bufs;
+    UringBufRange *range;
+
+    GLOBAL_STATE_CODE();
+    *info = (UringBufsInfo) {
+        .shared = b->shared,
+        .bounce_bytes = b->bounce_size,
+        .bounce_waits = stat64_get(&b->bounce_waits),
+    };
+    QLIST_FOREACH(range, &b->ranges, next) {
+        if (range->pinned) {
+            info->pinned_bytes += range->size;
+            info->slots += range->n;
+        } else if (range->pinning) {
+            info->pending_bytes += range->size;
+        }
+    }
 }

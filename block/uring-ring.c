@@ -2,7 +2,8 @@
  * uring block driver: the ring engine
  *
  * One restricted io_uring per AioContext: set-up, submission and
- * completion.  Nothing here knows about BlockDriverState.
+ * completion.  Nothing here knows about BlockDriverState or about where
+ * the fixed buffers come from.
  *
  * Copyright (c) 2026 The uring series authors
  *
@@ -10,17 +11,13 @@
  */
 
 #include "qemu/osdep.h"
-#include <liburing.h>
-#include <sys/syscall.h>
 #include "qapi/error.h"
 #include "qemu/defer-call.h"
 #include "qemu/main-loop.h"
+#include "qemu/stats64.h"
 #include "block/uring-ring.h"
+#include "block/uring-sys.h"
 #include "trace.h"
-
-/* Opcodes from Linux 6.15 that liburing 2.3 does not know */
-#define URING_OP_READV_FIXED    60
-#define URING_OP_WRITEV_FIXED   61
 
 typedef struct UringRequest {
     Coroutine *co;
@@ -28,7 +25,7 @@ typedef struct UringRequest {
     uint8_t type;               /* URING_REQ_* */
     bool fua;
     bool waited;                /* found the SQ or CQ full */
-    int buf_index;              /* fixed buffer, or URING_NO_BUF */
+    unsigned buf_index;
     uint64_t offset;
     QEMUIOVector *qiov;
 
@@ -49,54 +46,41 @@ struct UringRing {
     struct io_uring ring;
     AioContext *ctx;
     bool sqpoll;
-    bool vectored_fixed;        /* READV_FIXED and WRITEV_FIXED exist */
+    bool vectored_fixed;        /* READV_FIXED and WRITEV_FIXED allowed */
 
     /* Only accessed from @ctx's thread */
     unsigned in_flight;         /* SQEs handed to the kernel, not reaped */
     unsigned max_in_flight;     /* CQ size: never more CQEs than that */
-    QSIMPLEQ_HEAD(, UringRequest) queued;   /* waiting for space */
-    UringRingStats stats;
+    uint64_t locked_bytes;      /* uring_ring_memlock_estimate() */
+    QSIMPLEQ_HEAD(, UringRequest) queued;   /* waiting for SQ space */
+    QEMUBH *retry_bh;           /* submission failed for lack of resources */
+
+    /* Written in @ctx's thread, read anywhere */
+    Stat64 rw_requests;
+    Stat64 flushes;
+    Stat64 sq_wakeups;
+    Stat64 submit_calls;
+    Stat64 submit_retries;
+    Stat64 queued_requests;
 };
 
 /*
- * The allow-list installed on every ring.  Nothing may be added at run time:
- * the kernel accepts one IORING_REGISTER_RESTRICTIONS per ring, before it is
- * enabled.
+ * The allow-list installed on every ring.  Reads and writes must name a
+ * fixed buffer, which the kernel bounds-checks against the table, so that
+ * the ring cannot move data to or from any other memory of the process.
+ * The vectored fixed-buffer opcodes are added where the kernel has them.
+ * No register opcode is listed, so after enable the kernel refuses all of
+ * them: the file and buffer tables are frozen.
  */
 static const uint8_t uring_allowed_sqe_ops[] = {
-    IORING_OP_READ,             /* one iovec, memory outside fixed buffers */
-    IORING_OP_WRITE,
-    IORING_OP_READV,            /* several iovecs, outside fixed buffers */
-    IORING_OP_WRITEV,
-    IORING_OP_READ_FIXED,       /* one iovec inside a fixed buffer */
-    IORING_OP_WRITE_FIXED,
+    IORING_OP_READ_FIXED,       /* into one fixed buffer */
+    IORING_OP_WRITE_FIXED,      /* from one fixed buffer */
     IORING_OP_FSYNC,            /* flush */
 };
 
-static const uint8_t uring_allowed_register_ops[] = {
-    IORING_REGISTER_FILES_UPDATE,   /* reopen swaps the image fd */
-    IORING_REGISTER_BUFFERS_UPDATE, /* guest RAM hot-plug and unplug */
-};
-
-/*
- * The register calls that liburing 2.3 does not wrap in a way this driver
- * can use (its shared library lacks io_uring_register_restrictions() and
- * io_uring_enable_rings()).  Returns 0 or -errno like liburing.
- */
-static int uring_sys_register(struct io_uring *ring, unsigned opcode,
-                              const void *arg, unsigned nr_args)
-{
-    long ret = syscall(__NR_io_uring_register, ring->ring_fd, opcode, arg,
-                       nr_args);
-
-    return ret < 0 ? -errno : ret;
-}
-
 static int uring_ring_restrict(UringRing *r)
 {
-    struct io_uring_restriction res[ARRAY_SIZE(uring_allowed_sqe_ops) + 2 +
-                                    ARRAY_SIZE(uring_allowed_register_ops) +
-                                    1] = {};
+    struct io_uring_restriction res[ARRAY_SIZE(uring_allowed_sqe_ops) + 3] = {};
     unsigned n = 0;
     unsigned i;
 
@@ -110,36 +94,38 @@ static int uring_ring_restrict(UringRing *r)
         res[n].opcode = IORING_RESTRICTION_SQE_OP;
         res[n++].sqe_op = URING_OP_WRITEV_FIXED;
     }
-    for (i = 0; i < ARRAY_SIZE(uring_allowed_register_ops); i++) {
-        res[n].opcode = IORING_RESTRICTION_REGISTER_OP;
-        res[n++].register_op = uring_allowed_register_ops[i];
-    }
     /* Only the registered image: no fd numbers from the SQE */
     res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_REQUIRED;
     res[n++].sqe_flags = IOSQE_FIXED_FILE;
 
-    return uring_sys_register(&r->ring, IORING_REGISTER_RESTRICTIONS, res, n);
+    return uring_sys_register(r->ring.ring_fd, IORING_REGISTER_RESTRICTIONS,
+                              res, n);
 }
 
 static int uring_ring_enable(UringRing *r)
 {
-    return uring_sys_register(&r->ring, IORING_REGISTER_ENABLE_RINGS,
+    return uring_sys_register(r->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
                               NULL, 0);
 }
 
+/* Whether the kernel has READV_FIXED and WRITEV_FIXED (Linux 6.15) */
 static bool uring_ring_probe_vectored_fixed(UringRing *r)
 {
-    struct io_uring_probe *probe = io_uring_get_probe_ring(&r->ring);
-    bool ret;
+    static int cached = -1;
+    struct io_uring_probe *probe;
 
+    if (cached >= 0) {
+        return cached;
+    }
+    probe = io_uring_get_probe_ring(&r->ring);
     if (!probe) {
         return false;
     }
-    ret = probe->last_op >= URING_OP_WRITEV_FIXED &&
-          io_uring_opcode_supported(probe, URING_OP_READV_FIXED) &&
-          io_uring_opcode_supported(probe, URING_OP_WRITEV_FIXED);
+    cached = probe->last_op >= URING_OP_WRITEV_FIXED &&
+             io_uring_opcode_supported(probe, URING_OP_READV_FIXED) &&
+             io_uring_opcode_supported(probe, URING_OP_WRITEV_FIXED);
     io_uring_free_probe(probe);
-    return ret;
+    return cached;
 }
 
 static void uring_ring_setup_hint(int err, Error **errp)
@@ -153,6 +139,31 @@ static void uring_ring_setup_hint(int err, Error **errp)
         error_append_hint(errp, "Raise RLIMIT_MEMLOCK (ulimit -l) or "
                           "lower queue-depth.\n");
     }
+}
+
+/*
+ * Linux 6.13 and later charge the memory of a ring itself to
+ * RLIMIT_MEMLOCK: the SQ and CQ rings and the SQE array, each in pages
+ * (of a power-of-two number, this estimate assumes).  The sum for all live
+ * rings goes into the hints about that limit.
+ */
+static uint64_t uring_ring_locked_bytes;
+
+static uint64_t uring_ring_memlock_estimate(const struct io_uring_params *p)
+{
+    uint64_t page = qemu_real_host_page_size();
+    uint64_t rings = 256 + p->cq_entries * sizeof(struct io_uring_cqe) +
+                     p->sq_entries * sizeof(uint32_t);
+    uint64_t sqes = p->sq_entries * sizeof(struct io_uring_sqe);
+
+    return page * (pow2ceil(DIV_ROUND_UP(rings, page)) +
+                   pow2ceil(DIV_ROUND_UP(sqes, page)));
+}
+
+/* Any thread */
+uint64_t uring_ring_memlock_bytes(void)
+{
+    return qatomic_read(&uring_ring_locked_bytes);
 }
 
 /* Set-up flags that only make the ring faster: retried without them */
@@ -178,13 +189,13 @@ static int uring_ring_create(UringRing *r, const UringRingConfig *cfg)
             p.flags |= IORING_SETUP_ATTACH_WQ;
             p.wq_fd = cfg->attach_wq_fd;
         }
-    } else {
+    } else if (cfg->single_submitter) {
         /*
          * Completions from io-wq workers and from interrupts are posted by
-         * task work in this thread.  By default each one interrupts the
-         * thread with an IPI even while it is busy; with COOP_TASKRUN the
-         * work waits for the thread's next syscall, and TASKRUN_FLAG shows
-         * polling that it is pending (Linux 5.19).
+         * task work in the submitting thread.  By default each one
+         * interrupts the thread with an IPI even while it is busy; with
+         * COOP_TASKRUN the work waits for the thread's next system call,
+         * and TASKRUN_FLAG shows polling that it is pending (Linux 5.19).
          */
         p.flags |= IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     }
@@ -201,15 +212,38 @@ static int uring_ring_create(UringRing *r, const UringRingConfig *cfg)
     }
     if (ret == 0) {
         r->max_in_flight = p.cq_entries;
+        r->locked_bytes = uring_ring_memlock_estimate(&p);
+        qatomic_add(&uring_ring_locked_bytes, r->locked_bytes);
+    }
+    return ret;
+}
+
+static int uring_ring_add_buffers(UringRing *r, const UringRingConfig *cfg,
+                                  Error **errp)
+{
+    int ret;
+
+    if (cfg->bufs_ring_fd >= 0) {
+        ret = uring_sys_clone_buffers(r->ring.ring_fd, cfg->bufs_ring_fd);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "Failed to clone io_uring fixed "
+                             "buffers");
+        }
+        return ret;
+    }
+    ret = io_uring_register_buffers(&r->ring, cfg->bufs, cfg->nr_bufs);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Failed to register %u io_uring fixed "
+                         "buffers", cfg->nr_bufs);
+        uring_ring_setup_hint(ret, errp);
     }
     return ret;
 }
 
 /*
  * Register everything the ring will ever use, then restrict and enable it.
- * Buffers are filled in by the caller with uring_ring_update_buf() before
- * any request uses them; the table is sparse so that RAM hot-plug only
- * needs IORING_REGISTER_BUFFERS_UPDATE.
+ * Setup steps follow the kernel's rule that register calls are only
+ * unrestricted while the ring is disabled.
  */
 static int uring_ring_setup(UringRing *r, const UringRingConfig *cfg,
                             Error **errp)
@@ -222,7 +256,7 @@ static int uring_ring_setup(UringRing *r, const UringRingConfig *cfg,
         uring_ring_setup_hint(ret, errp);
         return ret;
     }
-    r->vectored_fixed = cfg->buf_slots && uring_ring_probe_vectored_fixed(r);
+    r->vectored_fixed = uring_ring_probe_vectored_fixed(r);
 
     ret = io_uring_register_files(&r->ring, &cfg->fd, 1);
     if (ret < 0) {
@@ -230,13 +264,9 @@ static int uring_ring_setup(UringRing *r, const UringRingConfig *cfg,
                          "io_uring fixed file");
         goto fail;
     }
-    if (cfg->buf_slots) {
-        ret = io_uring_register_buffers_sparse(&r->ring, cfg->buf_slots);
-        if (ret < 0) {
-            error_setg_errno(errp, -ret, "Failed to register a table of %u "
-                             "io_uring fixed buffers", cfg->buf_slots);
-            goto fail;
-        }
+    ret = uring_ring_add_buffers(r, cfg, errp);
+    if (ret < 0) {
+        goto fail;
     }
     ret = uring_ring_restrict(r);
     if (ret < 0) {
@@ -244,13 +274,18 @@ static int uring_ring_setup(UringRing *r, const UringRingConfig *cfg,
                          "restrictions (Linux 5.10 or later is required)");
         goto fail;
     }
+    ret = uring_ring_enable(r);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Failed to enable io_uring");
+        goto fail;
+    }
     trace_uring_ring_restricted(r, ARRAY_SIZE(uring_allowed_sqe_ops) +
-                                (r->vectored_fixed ? 2 : 0),
-                                ARRAY_SIZE(uring_allowed_register_ops));
+                                (r->vectored_fixed ? 2 : 0));
     return 0;
 
 fail:
     io_uring_queue_exit(&r->ring);
+    qatomic_sub(&uring_ring_locked_bytes, r->locked_bytes);
     return ret;
 }
 
@@ -278,16 +313,18 @@ static bool uring_ring_poll_cb(void *opaque)
            (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
+static void uring_ring_retry_bh(void *opaque);
+
 /*
- * Create a ring for @ctx.  Must be called in @ctx's thread, which will
- * drive it.  The ring is restricted but still disabled: the caller fills
- * the fixed-buffer table and then calls uring_ring_start().
+ * Create, restrict and enable a ring for @ctx, and start reaping its
+ * completions there.  Must be called in @ctx's thread, which will drive it.
  */
 UringRing *uring_ring_new(AioContext *ctx, const UringRingConfig *cfg,
                           Error **errp)
 {
     UringRing *r = g_new0(UringRing, 1);
 
+    assert(ctx == qemu_get_current_aio_context());
     r->ctx = ctx;
     r->sqpoll = cfg->sqpoll;
     QSIMPLEQ_INIT(&r->queued);
@@ -296,38 +333,31 @@ UringRing *uring_ring_new(AioContext *ctx, const UringRingConfig *cfg,
         g_free(r);
         return NULL;
     }
+    r->retry_bh = aio_bh_new(ctx, uring_ring_retry_bh, r);
+    aio_set_fd_handler(ctx, r->ring.ring_fd, uring_ring_completion_cb,
+                       NULL, uring_ring_poll_cb, uring_ring_completion_cb, r);
     trace_uring_ring_new(r, ctx, cfg->entries, cfg->sqpoll,
-                         cfg->attach_wq_fd, cfg->buf_slots);
+                         cfg->attach_wq_fd, cfg->bufs_ring_fd >= 0,
+                         r->ring.ring_fd);
     return r;
 }
 
-/* Enable the ring and start reaping completions in its AioContext */
-int uring_ring_start(UringRing *r, Error **errp)
+/* Whether no request is queued or in flight */
+bool uring_ring_is_idle(UringRing *r)
 {
-    int ret = uring_ring_enable(r);
-
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "Failed to enable io_uring");
-        return ret;
-    }
-    aio_set_fd_handler(r->ctx, r->ring.ring_fd, uring_ring_completion_cb,
-                       NULL, uring_ring_poll_cb, uring_ring_completion_cb, r);
-    trace_uring_ring_enabled(r, r->ring.ring_fd);
-    return 0;
+    return r->in_flight == 0 && QSIMPLEQ_EMPTY(&r->queued);
 }
 
 /* Must be called in the ring's AioContext, with no request in flight */
 void uring_ring_free(UringRing *r)
 {
-    assert(r->in_flight == 0 && QSIMPLEQ_EMPTY(&r->queued));
+    assert(r->ctx == qemu_get_current_aio_context());
+    assert(uring_ring_is_idle(r));
     trace_uring_ring_free(r);
     aio_set_fd_handler(r->ctx, r->ring.ring_fd, NULL, NULL, NULL, NULL, NULL);
-    /*
-     * The kernel tears rings down asynchronously; drop the image from the
-     * file table now, so that closing the image releases its locks at once.
-     */
-    uring_ring_update_file(r, -1);
+    qemu_bh_delete(r->retry_bh);
     io_uring_queue_exit(&r->ring);
+    qatomic_sub(&uring_ring_locked_bytes, r->locked_bytes);
     g_free(r);
 }
 
@@ -346,45 +376,22 @@ bool uring_ring_has_vectored_fixed(UringRing *r)
     return r->vectored_fixed;
 }
 
+/* May be called from any thread */
 void uring_ring_get_stats(UringRing *r, UringRingStats *stats)
 {
-    stats->fixed_requests = qatomic_read(&r->stats.fixed_requests);
-    stats->plain_requests = qatomic_read(&r->stats.plain_requests);
-    stats->flushes = qatomic_read(&r->stats.flushes);
-    stats->sq_wakeups = qatomic_read(&r->stats.sq_wakeups);
-    stats->submit_calls = qatomic_read(&r->stats.submit_calls);
-    stats->queued = qatomic_read(&r->stats.queued);
-}
-
-/* Swap the fixed file, e.g. after reopen.  Callable from any thread. */
-int uring_ring_update_file(UringRing *r, int fd)
-{
-    int ret = io_uring_register_files_update(&r->ring, 0, &fd, 1);
-
-    trace_uring_ring_update_file(r, fd, ret);
-    return ret < 0 ? ret : 0;
+    *stats = (UringRingStats) {
+        .rw_requests = stat64_get(&r->rw_requests),
+        .flushes = stat64_get(&r->flushes),
+        .sq_wakeups = stat64_get(&r->sq_wakeups),
+        .submit_calls = stat64_get(&r->submit_calls),
+        .submit_retries = stat64_get(&r->submit_retries),
+        .queued = stat64_get(&r->queued_requests),
+    };
 }
 
 /*
- * Fill (@len > 0) or clear (@len == 0) fixed-buffer slot @index.  Filling
- * pins the memory and charges it to RLIMIT_MEMLOCK.  Callable from any
- * thread; the kernel keeps a cleared buffer alive until requests that use
- * it complete.
- */
-int uring_ring_update_buf(UringRing *r, unsigned index, void *host,
-                          size_t len)
-{
-    struct iovec iov = { .iov_base = len ? host : NULL, .iov_len = len };
-    int ret;
-
-    ret = io_uring_register_buffers_update_tag(&r->ring, index, &iov, NULL, 1);
-    trace_uring_ring_update_buf(r, index, host, len, ret);
-    return ret < 0 ? ret : 0;
-}
-
-/*
- * Fill @sqe for @req.  All of the driver's raw SQE handling is here:
- * liburing 2.3 has no helpers for the vectored fixed-buffer opcodes.
+ * Fill @sqe for @req.  All of the driver's SQE handling is here: liburing
+ * 2.3 has no helpers for the vectored fixed-buffer opcodes.
  */
 static void uring_ring_prep_sqe(UringRing *r, UringRequest *req,
                                 struct io_uring_sqe *sqe)
@@ -395,29 +402,17 @@ static void uring_ring_prep_sqe(UringRing *r, UringRequest *req,
 
     if (req->type == URING_REQ_FLUSH) {
         io_uring_prep_fsync(sqe, 0, IORING_FSYNC_DATASYNC);
-    } else if (req->buf_index != URING_NO_BUF && qiov->niov == 1) {
-        if (is_write) {
-            io_uring_prep_write_fixed(sqe, 0, qiov->iov[0].iov_base,
-                                      qiov->iov[0].iov_len, offset,
-                                      req->buf_index);
-        } else {
-            io_uring_prep_read_fixed(sqe, 0, qiov->iov[0].iov_base,
-                                     qiov->iov[0].iov_len, offset,
-                                     req->buf_index);
-        }
-    } else if (req->buf_index != URING_NO_BUF) {
+    } else if (qiov->niov == 1) {
+        io_uring_prep_rw(is_write ? IORING_OP_WRITE_FIXED :
+                                    IORING_OP_READ_FIXED,
+                         sqe, 0, qiov->iov[0].iov_base,
+                         qiov->iov[0].iov_len, offset);
+        sqe->buf_index = req->buf_index;
+    } else {
         io_uring_prep_rw(is_write ? URING_OP_WRITEV_FIXED :
                                     URING_OP_READV_FIXED,
                          sqe, 0, qiov->iov, qiov->niov, offset);
         sqe->buf_index = req->buf_index;
-    } else if (qiov->niov == 1) {
-        /* The man page says non-vectored is faster than vectored */
-        io_uring_prep_rw(is_write ? IORING_OP_WRITE : IORING_OP_READ,
-                         sqe, 0, qiov->iov[0].iov_base,
-                         qiov->iov[0].iov_len, offset);
-    } else {
-        io_uring_prep_rw(is_write ? IORING_OP_WRITEV : IORING_OP_READV,
-                         sqe, 0, qiov->iov, qiov->niov, offset);
     }
     if (req->fua) {
         sqe->rw_flags = RWF_DSYNC;
@@ -447,12 +442,21 @@ static void uring_ring_fill_sq(UringRing *r)
     QSIMPLEQ_FOREACH(req, &r->queued, next) {
         if (!req->waited) {
             req->waited = true;
-            qatomic_set(&r->stats.queued, r->stats.queued + 1);
+            stat64_add(&r->queued_requests, 1);
         }
     }
 }
 
-/* Hand the prepared SQEs to the kernel (or to the SQ thread) */
+/*
+ * Hand the prepared SQEs to the kernel (or to the SQ thread).
+ *
+ * io_uring_submit() first publishes the SQEs in the shared SQ ring, so when
+ * the system call fails they stay there and the next io_uring_enter() takes
+ * them.  The errors that say so (no memory for the requests now, CQ
+ * overflow backlog, a signal) are retried from a BH, after reaping
+ * completions: nothing else would wake this ring up if all of its requests
+ * are stuck in the SQ.
+ */
 static void uring_ring_submit(UringRing *r)
 {
     int ret;
@@ -467,18 +471,32 @@ static void uring_ring_submit(UringRing *r)
          * must be woken; otherwise submission is a store to shared memory.
          */
         if (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_NEED_WAKEUP) {
-            qatomic_set(&r->stats.sq_wakeups, r->stats.sq_wakeups + 1);
+            stat64_add(&r->sq_wakeups, 1);
             trace_uring_ring_sq_wakeup(r);
         }
     } else {
-        qatomic_set(&r->stats.submit_calls, r->stats.submit_calls + 1);
+        stat64_add(&r->submit_calls, 1);
     }
     ret = io_uring_submit(&r->ring);
     trace_uring_ring_submit(r, ret);
-    /*
-     * -EAGAIN and -EBUSY leave the SQEs in the ring; they go in with the
-     * next submission, which the next completion triggers.
-     */
+    if (ret < 0 || (!r->sqpoll && io_uring_sq_ready(&r->ring))) {
+        /*
+         * -EAGAIN, -ENOMEM and -EBUSY are what the kernel documents, and
+         * it may also take fewer SQEs than offered; whatever the error,
+         * the SQEs are in the shared ring already and wait for the next
+         * io_uring_enter().
+         */
+        stat64_add(&r->submit_retries, 1);
+        qemu_bh_schedule(r->retry_bh);
+    }
+}
+
+static void uring_ring_retry_bh(void *opaque)
+{
+    UringRing *r = opaque;
+
+    trace_uring_ring_submit_retry(r);
+    uring_ring_process_completions(r);
 }
 
 static void uring_ring_deferred_submit(void *opaque)
@@ -591,14 +609,9 @@ static int coroutine_fn uring_ring_co_do(UringRing *r, UringRequest *req)
     return req->ret;
 }
 
-/*
- * Read or write @qiov at @offset.  With @buf_index, every element of @qiov
- * must lie inside that fixed buffer; several elements need
- * uring_ring_has_vectored_fixed().
- */
 int coroutine_fn uring_ring_co_rw(UringRing *r, bool is_write,
                                   uint64_t offset, QEMUIOVector *qiov,
-                                  int buf_index, bool fua)
+                                  unsigned buf_index, bool fua)
 {
     UringRequest req = {
         .type = is_write ? URING_REQ_WRITE : URING_REQ_READ,
@@ -608,15 +621,10 @@ int coroutine_fn uring_ring_co_rw(UringRing *r, bool is_write,
         .qiov = qiov,
     };
 
-    assert(buf_index == URING_NO_BUF || qiov->niov == 1 || r->vectored_fixed);
-    if (buf_index != URING_NO_BUF) {
-        qatomic_set(&r->stats.fixed_requests, r->stats.fixed_requests + 1);
-        trace_uring_ring_rw_fixed(r, is_write, offset, qiov->size,
-                                  qiov->niov, buf_index);
-    } else {
-        qatomic_set(&r->stats.plain_requests, r->stats.plain_requests + 1);
-        trace_uring_ring_rw(r, is_write, offset, qiov->size, qiov->niov);
-    }
+    assert(qiov->niov == 1 || r->vectored_fixed);
+    stat64_add(&r->rw_requests, 1);
+    trace_uring_ring_rw(r, is_write, offset, qiov->size, qiov->niov,
+                        buf_index);
     return uring_ring_co_do(r, &req);
 }
 
@@ -624,9 +632,8 @@ int coroutine_fn uring_ring_co_flush(UringRing *r)
 {
     UringRequest req = {
         .type = URING_REQ_FLUSH,
-        .buf_index = URING_NO_BUF,
     };
 
-    qatomic_set(&r->stats.flushes, r->stats.flushes + 1);
+    stat64_add(&r->flushes, 1);
     return uring_ring_co_do(r, &req);
 }

@@ -1,6 +1,5 @@
 /*
- * uring block driver: restricted io_uring rings (uring-ring.c) and their
- * fixed-buffer table (uring-bufs.c)
+ * uring block driver: the ring engine
  *
  * Copyright (c) 2026 The uring series authors
  *
@@ -13,99 +12,86 @@
 #include "block/aio.h"
 #include "qemu/coroutine.h"
 #include "qemu/iov.h"
-#include "qemu/rcu.h"
 
 /*
- * The ring engine (uring-ring.c)
- *
  * A UringRing is one io_uring instance that serves one AioContext.  It is
- * created disabled, gets the image fd as fixed file 0 and a sparse table
- * of fixed buffers, then an allow-list of operations, and only then is
- * enabled; its completions are reaped when its own fd polls readable.
- * From that point on the kernel refuses every SQE opcode outside the list,
- * every SQE without IOSQE_FIXED_FILE and every register call other than
- * updates of the file and buffer tables.
+ * created disabled (IORING_SETUP_R_DISABLED); gets the image as fixed file
+ * 0 and its fixed buffers, cloned from a ring that holds them
+ * (IORING_REGISTER_CLONE_BUFFERS) or registered directly; then an
+ * allow-list; and only then is it enabled.  From that point on the kernel
+ * refuses:
+ *
+ *  - every SQE opcode but READ_FIXED, WRITE_FIXED, READV_FIXED and
+ *    WRITEV_FIXED (where the kernel has them) and FSYNC, so that data moves
+ *    only between the image and the fixed buffers;
+ *  - every SQE without IOSQE_FIXED_FILE, so that no fd number in an SQE is
+ *    looked up;
+ *  - every io_uring_register() call, so that neither the file nor the
+ *    buffer table can be changed.
+ *
+ * A ring whose file or buffers must change is replaced by a new one.
+ *
+ * Threading: a ring is created, used and freed in the thread of its
+ * AioContext.  Only uring_ring_get_stats() may be called from elsewhere.
+ * Completions are reaped when the ring fd polls readable, or by the
+ * AioContext's adaptive polling.
  */
 
 typedef struct UringRing UringRing;
 
 typedef struct UringRingConfig {
     unsigned entries;           /* SQ size; the CQ is twice that */
-    int fd;                     /* image, registered as fixed file 0 */
-    unsigned buf_slots;         /* sparse fixed-buffer table size, or 0 */
+    int fd;                     /* the image, registered as fixed file 0 */
+
+    /*
+     * Fixed buffers: cloned from the ring @bufs_ring_fd (Linux 6.12) or,
+     * when it is -1, registered from @bufs (entries of length 0 stay
+     * empty), which pins and charges the memory again.
+     */
+    int bufs_ring_fd;
+    const struct iovec *bufs;
+    unsigned nr_bufs;
+
     bool sqpoll;
     int sqpoll_cpu;             /* CPU of the SQ thread, or -1 */
     unsigned sqpoll_idle_ms;
     int attach_wq_fd;           /* share this ring's SQ thread, or -1 */
+
+    /*
+     * Only the creating thread ever submits (an IOThread): completion work
+     * may then wait for that thread's next system call (COOP_TASKRUN).
+     * Rings that vCPU threads submit to under the BQL must not use it.
+     */
+    bool single_submitter;
 } UringRingConfig;
 
 typedef struct UringRingStats {
-    uint64_t fixed_requests;    /* READ_FIXED and friends */
-    uint64_t plain_requests;    /* READ/WRITE(V) on the fixed file */
+    uint64_t rw_requests;       /* reads and writes */
     uint64_t flushes;
     uint64_t sq_wakeups;        /* io_uring_enter() to wake the SQ thread */
     uint64_t submit_calls;      /* io_uring_enter() calls to submit */
+    uint64_t submit_retries;    /* submissions retried after an error */
     uint64_t queued;            /* requests that waited for SQ/CQ space */
 } UringRingStats;
 
 UringRing *uring_ring_new(AioContext *ctx, const UringRingConfig *cfg,
                           Error **errp);
-int uring_ring_start(UringRing *r, Error **errp);
 void uring_ring_free(UringRing *r);
+bool uring_ring_is_idle(UringRing *r);
 int uring_ring_fd(UringRing *r);
 bool uring_ring_has_sqpoll(UringRing *r);
 bool uring_ring_has_vectored_fixed(UringRing *r);
 void uring_ring_get_stats(UringRing *r, UringRingStats *stats);
-int uring_ring_update_file(UringRing *r, int fd);
-int uring_ring_update_buf(UringRing *r, unsigned index, void *host,
-                          size_t len);
-
-/* Buffer index for requests that do not use a fixed buffer */
-#define URING_NO_BUF (-1)
-
-int coroutine_fn uring_ring_co_rw(UringRing *r, bool is_write,
-                                  uint64_t offset, QEMUIOVector *qiov,
-                                  int buf_index, bool fua);
-int coroutine_fn uring_ring_co_flush(UringRing *r);
+uint64_t uring_ring_memlock_bytes(void);
 
 /*
- * The fixed-buffer table (uring-bufs.c)
- *
- * Host memory registered through bdrv_register_buf(), split into slots of
- * at most URING_BUF_SLOT_MAX bytes (the kernel's limit for one fixed
- * buffer).  Slot indices are stable while the memory stays registered, so
- * every ring of a node holds the same buffer at the same index.  Lookups
- * run in any thread under rcu_read_lock(); updates are serialised by the
- * caller.
+ * Read or write @qiov at @offset through fixed buffer @buf_index, which
+ * must hold every element of @qiov; several elements need
+ * uring_ring_has_vectored_fixed().
  */
-
-#define URING_BUF_SLOT_MAX (1ULL << 30)
-#define URING_BUF_SLOTS 4096
-
-typedef struct UringBufSlot {
-    uintptr_t start;
-    size_t len;
-    unsigned index;
-} UringBufSlot;
-
-typedef struct UringBufView UringBufView;
-
-typedef struct UringBufs {
-    UringBufView *view;         /* RCU-protected sorted snapshot */
-    unsigned long *used;        /* bitmap of allocated indices */
-    uint64_t bytes;             /* total bytes registered */
-} UringBufs;
-
-void uring_bufs_init(UringBufs *bufs);
-void uring_bufs_cleanup(UringBufs *bufs);
-int uring_bufs_reserve(UringBufs *bufs, void *host, size_t size,
-                       UringBufSlot **slots);
-void uring_bufs_unreserve(UringBufs *bufs, UringBufSlot *slots, int n);
-void uring_bufs_publish(UringBufs *bufs, const UringBufSlot *slots, int n);
-int uring_bufs_unpublish(UringBufs *bufs, void *host, size_t size,
-                         UringBufSlot **slots);
-UringBufSlot *uring_bufs_snapshot(UringBufs *bufs, unsigned *n);
-int uring_bufs_lookup(UringBufs *bufs, const QEMUIOVector *qiov);
-unsigned uring_bufs_count(UringBufs *bufs);
+int coroutine_fn uring_ring_co_rw(UringRing *r, bool is_write,
+                                  uint64_t offset, QEMUIOVector *qiov,
+                                  unsigned buf_index, bool fua);
+int coroutine_fn uring_ring_co_flush(UringRing *r);
 
 #endif /* BLOCK_URING_RING_H */

@@ -3,9 +3,28 @@
  *
  * A driver=uring node is a file-posix node (open, locking, alignment,
  * discard, write-zeroes and truncate come from there) whose reads, writes
- * and flushes go through private, restricted io_uring rings: one per
- * AioContext that submits requests, each with the image as its only fixed
- * file and the node's registered memory (guest RAM) as fixed buffers.
+ * and flushes go through private, restricted io_uring rings: each has the
+ * image as its only, fixed file and the process's fixed-buffer table
+ * (uring-bufs.c), and can do nothing but move data between the two.
+ *
+ * Rings.  A node has a ring in its home AioContext, created when the node
+ * opens in the main loop or on first use, and one in each AioContext that
+ * a device announced with bdrv_prepare_io_contexts(), created there and
+ * then.  A request from any other context runs in the home context.  The
+ * home ring goes when the node leaves its context, an announced one at the
+ * matching bdrv_release_io_contexts(), so no ring outlives its context.
+ *
+ * What keeps a ring alive during I/O is drain, not RCU: a ring is freed
+ * only while the node is drained, and replaced only in its own thread
+ * while no request of the node is in the driver there (@users).  RCU only
+ * protects the list of UringCtxRings against lookups.
+ *
+ * The image.  The rings hold a file description of their own, opened
+ * through /proc/self/fd, not file-posix's descriptor, which carries the
+ * image locks: the kernel tears a ring down asynchronously when the
+ * process ends, and the locks must not wait for that.
+ *
+ * Lock order: BDRVUringState.lock, then the buffer table's lock.
  *
  * Copyright (c) 2026 The uring series authors
  *
@@ -14,18 +33,19 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
-#include "qapi/qapi-visit-common.h"
 #include "qemu/error-report.h"
 #include "qemu/lockable.h"
 #include "qemu/option.h"
 #include "qemu/rcu_queue.h"
+#include "qemu/stats64.h"
 #include "qemu/units.h"
 #include "block/aio-wait.h"
 #include "block/block_int.h"
 #include "block/block-io.h"
-#include "system/memory.h"
+#include "block/uring-bufs.h"
 #include "block/uring-ring.h"
 #include "block/uring.h"
+#include "system/runstate.h"
 #include "trace.h"
 
 #define URING_OPT_SQPOLL            "sqpoll"
@@ -42,12 +62,25 @@
 /* The ring of one AioContext */
 typedef struct UringCtxRing {
     struct rcu_head rcu;        /* first, for g_free_rcu() */
+    BDRVUringState *s;
     AioContext *ctx;
-    UringRing *ring;
-    unsigned device_refs;       /* uring_prepare_io_contexts() references */
-    bool fixed;                 /* holds the fixed-buffer table */
     QLIST_ENTRY(UringCtxRing) next;
+
+    /* Protected by @lock of the node */
+    unsigned prepared;          /* bdrv_prepare_io_contexts() references */
+    UringRing *ring;            /* replaced in @ctx's thread only */
+
+    /* Only accessed in @ctx's thread */
+    uint64_t generation;        /* of the buffer table that @ring holds */
+    unsigned users;             /* requests of the node in the driver */
+    UringRing *retired_ring;    /* replaced, to be freed by @refresh_bh */
+    QEMUBH *refresh_bh;
 } UringCtxRing;
+
+typedef struct UringRange {
+    void *host;
+    size_t size;
+} UringRange;
 
 struct BDRVUringState {
     BlockDriverState *bs;
@@ -58,22 +91,50 @@ struct BDRVUringState {
     int sqpoll_cpu;
     unsigned sqpoll_idle;
     OnOffAuto fixed_buffers;
-    bool use_fixed;             /* fixed-buffers is not off and allowed */
+
+    /* Protected by the BQL */
+    GArray *registered;         /* UringRanges from bdrv_register_buf() */
+    bool pin_warned;            /* about memory that could not be pinned */
+    QEMUBH *pin_warning_bh;
+    VMChangeStateEntry *vmsh;
+    Notifier bufs_changed;
 
     /*
-     * @lock serialises changes to @rings, @bufs and @fd.  Lookups of
-     * @rings and @bufs take only the RCU read lock, on the I/O path.
+     * @lock serialises changes to @rings and to the rings' file, and ring
+     * set-up against them.  Lookups of @rings take only the RCU read lock.
      */
     QemuMutex lock;
     QLIST_HEAD(, UringCtxRing) rings;
-    UringBufs bufs;
-    int fd;
-    unsigned device_refs;       /* sum over @rings */
+    int io_fd;                  /* the rings' image; changed drained */
 
-    /* Counters of rings already freed */
-    UringRingStats retired;
+    /* Protected by @lock */
+    UringRingStats retired;     /* counters of rings already freed */
     bool ring_error_reported;
+
+    Stat64 fixed_requests;      /* straight from and to registered memory */
+    Stat64 bounced_requests;    /* copied through the bounce buffer */
+    Stat64 rehomed_requests;    /* run in the home context */
 };
+
+/*
+ * SQ threads: every sqpoll ring of one AioContext shares one, whatever the
+ * node, so that an IOThread costs one polling kernel thread.
+ */
+typedef struct UringSqThreadUser {
+    AioContext *ctx;
+    UringRing *ring;
+    BDRVUringState *s;
+    QLIST_ENTRY(UringSqThreadUser) next;
+} UringSqThreadUser;
+
+static QemuMutex uring_sq_lock;
+static QLIST_HEAD(, UringSqThreadUser) uring_sq_users =
+    QLIST_HEAD_INITIALIZER(uring_sq_users);
+
+static void __attribute__((__constructor__)) uring_sq_lock_init(void)
+{
+    qemu_mutex_init(&uring_sq_lock);
+}
 
 static QemuOptsList uring_runtime_opts = {
     .name = "uring",
@@ -104,7 +165,7 @@ static QemuOptsList uring_runtime_opts = {
         {
             .name = URING_OPT_FIXED_BUFFERS,
             .type = QEMU_OPT_STRING,
-            .help = "register guest RAM as fixed buffers (on/off/auto, "
+            .help = "pin guest RAM as fixed buffers (on/off/auto, "
                     "default: auto)",
         },
         { /* end of list */ }
@@ -168,59 +229,380 @@ out:
     return ret;
 }
 
-/*
- * Pinned guest RAM must not be discarded behind the ring's back (the
- * kernel would keep using the old pages), so fixed buffers and virtio-mem
- * exclude each other and virtio-balloon frees nothing, as with the other
- * drivers that pin memory (VFIO, blkio).
- */
-static bool uring_disable_ram_discard(BDRVUringState *s, Error **errp)
+static const char *uring_node_name(BDRVUringState *s)
 {
-    int ret;
+    return bdrv_get_node_name(s->bs);
+}
 
-    s->use_fixed = false;
-    if (s->fixed_buffers == ON_OFF_AUTO_OFF) {
-        return true;
-    }
-    ret = ram_block_discard_disable(true);
-    if (ret < 0) {
-        if (s->fixed_buffers == ON_OFF_AUTO_ON) {
-            error_setg_errno(errp, -ret, "fixed-buffers=on needs guest RAM "
-                             "to stay pinned, but a device that discards "
-                             "RAM (virtio-mem) is present");
-            error_append_hint(errp, "Use fixed-buffers=off or auto.\n");
-            return false;
+/* "any" or the CPU number, for messages */
+static char *uring_sqpoll_cpu_str(int cpu)
+{
+    return cpu < 0 ? g_strdup("any") : g_strdup_printf("%d", cpu);
+}
+
+/*
+ * The ring to attach a new sqpoll ring of @s in @ctx to, or -1 for a new SQ
+ * thread.  Nodes that share the thread must want the same one.  Called
+ * with uring_sq_lock held.
+ */
+static bool uring_sqpoll_find_locked(BDRVUringState *s, AioContext *ctx,
+                                     int *attach_fd, Error **errp)
+{
+    UringSqThreadUser *u;
+
+    *attach_fd = -1;
+    QLIST_FOREACH(u, &uring_sq_users, next) {
+        g_autofree char *mine = NULL;
+        g_autofree char *theirs = NULL;
+
+        if (u->ctx != ctx) {
+            continue;
         }
-        warn_report("uring: a device discards guest RAM; fixed buffers "
-                    "are disabled for node '%s'",
-                    bdrv_get_node_name(s->bs));
-        return true;
+        if (u->s->sqpoll_cpu == s->sqpoll_cpu &&
+            u->s->sqpoll_idle == s->sqpoll_idle) {
+            *attach_fd = uring_ring_fd(u->ring);
+            return true;
+        }
+        mine = uring_sqpoll_cpu_str(s->sqpoll_cpu);
+        theirs = uring_sqpoll_cpu_str(u->s->sqpoll_cpu);
+        error_setg(errp, "Node '%s' (sqpoll-cpu=%s, sqpoll-idle=%u) cannot "
+                   "share the SQ thread of node '%s' (sqpoll-cpu=%s, "
+                   "sqpoll-idle=%u) in the same AioContext",
+                   uring_node_name(s), mine, s->sqpoll_idle,
+                   uring_node_name(u->s), theirs, u->s->sqpoll_idle);
+        error_append_hint(errp, "All uring nodes with sqpoll=on in one "
+                          "IOThread share one SQ thread: give them the "
+                          "same sqpoll-cpu and sqpoll-idle.\n");
+        return false;
     }
-    s->use_fixed = true;
+    return true;
+}
+
+static void uring_sqpoll_forget(UringRing *ring)
+{
+    UringSqThreadUser *u;
+
+    QEMU_LOCK_GUARD(&uring_sq_lock);
+    QLIST_FOREACH(u, &uring_sq_users, next) {
+        if (u->ring == ring) {
+            QLIST_REMOVE(u, next);
+            g_free(u);
+            return;
+        }
+    }
+}
+
+/*
+ * Create the ring of @ctx for @s, in @ctx's thread, holding the buffer
+ * table's current generation (returned in @generation).  Called with
+ * @s->lock held, so that the image fd does not change meanwhile.
+ */
+static UringRing *uring_ctx_ring_create_locked(BDRVUringState *s,
+                                               AioContext *ctx,
+                                               uint64_t *generation,
+                                               Error **errp)
+{
+    UringRingConfig cfg = {
+        .entries = s->queue_depth,
+        .fd = s->io_fd,
+        .sqpoll = s->sqpoll,
+        .sqpoll_cpu = s->sqpoll_cpu,
+        .sqpoll_idle_ms = s->sqpoll_idle,
+        .attach_wq_fd = -1,
+    };
+    UringBufsSnapshot snap;
+    UringRing *ring;
+
+    QEMU_LOCK_GUARD(&uring_sq_lock);
+    if (s->sqpoll && !uring_sqpoll_find_locked(s, ctx, &cfg.attach_wq_fd,
+                                               errp)) {
+        return NULL;
+    }
+
+    uring_bufs_snapshot_begin(&snap);
+    cfg.bufs_ring_fd = snap.ring_fd;
+    cfg.bufs = snap.iov;
+    cfg.nr_bufs = snap.nr_iov;
+    ring = uring_ring_new(ctx, &cfg, errp);
+    *generation = snap.generation;
+    uring_bufs_snapshot_end(&snap);
+
+    if (ring && s->sqpoll) {
+        UringSqThreadUser *u = g_new(UringSqThreadUser, 1);
+
+        *u = (UringSqThreadUser) { .ctx = ctx, .ring = ring, .s = s };
+        QLIST_INSERT_HEAD(&uring_sq_users, u, next);
+    }
+    return ring;
+}
+
+static void uring_ring_stats_add(UringRingStats *sum, UringRing *ring)
+{
+    UringRingStats st;
+
+    uring_ring_get_stats(ring, &st);
+    sum->rw_requests += st.rw_requests;
+    sum->flushes += st.flushes;
+    sum->sq_wakeups += st.sq_wakeups;
+    sum->submit_calls += st.submit_calls;
+    sum->submit_retries += st.submit_retries;
+    sum->queued += st.queued;
+}
+
+/* Free @ring in its thread; it must be idle */
+static void uring_ctx_ring_free_ring(UringRing *ring)
+{
+    uring_sqpoll_forget(ring);
+    uring_ring_free(ring);
+}
+
+
+static bool uring_ctx_ring_is_stale(UringCtxRing *cr)
+{
+    return cr->generation != uring_bufs_generation();
+}
+
+/*
+ * Replace a ring that does not hold the buffer table's current generation,
+ * so that it can use new memory and lets go of memory that went away.
+ * Only while no request of the node uses the ring: then it is idle.
+ *
+ * The old ring may be in the middle of its completion callbacks (that is
+ * where the requests that find it stale often start), so it is freed
+ * later, from @refresh_bh, which runs from the event loop.
+ */
+/*
+ * Give @cr a new ring with the node's current image and buffer table, in
+ * @cr's thread while no request uses it.  Returns the old ring, for the
+ * caller to free, or NULL on error.
+ */
+static UringRing *uring_ctx_ring_renew(UringCtxRing *cr, Error **errp)
+{
+    BDRVUringState *s = cr->s;
+    UringRing *old, *ring;
+    uint64_t generation;
+
+    assert(!cr->users);
+    QEMU_LOCK_GUARD(&s->lock);
+    ring = uring_ctx_ring_create_locked(s, cr->ctx, &generation, errp);
+    if (!ring) {
+        return NULL;
+    }
+    old = cr->ring;
+    uring_ring_stats_add(&s->retired, old);
+    cr->ring = ring;
+    cr->generation = generation;
+    trace_uring_ctx_ring_renew(s->bs, cr->ctx, old, ring, generation);
+    return old;
+}
+
+static void uring_ctx_ring_refresh(UringCtxRing *cr)
+{
+    Error *local_err = NULL;
+
+    assert(!cr->retired_ring);
+    cr->retired_ring = uring_ctx_ring_renew(cr, &local_err);
+    if (!cr->retired_ring) {
+        /* The old ring still works, without the newest memory */
+        error_prepend(&local_err, "uring: node '%s': ",
+                      uring_node_name(cr->s));
+        warn_report_err_once(local_err);
+        return;
+    }
+    qemu_bh_schedule(cr->refresh_bh);
+}
+
+/* Free a replaced ring; replace a stale ring that no request uses */
+static void uring_ctx_ring_refresh_bh(void *opaque)
+{
+    UringCtxRing *cr = opaque;
+
+    if (cr->retired_ring) {
+        uring_ctx_ring_free_ring(cr->retired_ring);
+        cr->retired_ring = NULL;
+    }
+    if (!cr->users && uring_ctx_ring_is_stale(cr)) {
+        uring_ctx_ring_refresh(cr);
+    }
+}
+
+/*
+ * Whether some of the memory registered with the node could not be pinned;
+ * if so, @errp says how much and why, with what the whole process needs.
+ */
+static bool uring_pin_failure(BDRVUringState *s, Error **errp)
+{
+    uint64_t failed = 0;
+    int err = 0;
+    unsigned i;
+
+    for (i = 0; i < s->registered->len; i++) {
+        UringRange *r = &g_array_index(s->registered, UringRange, i);
+        int state = uring_bufs_state(r->host);
+
+        if (state < 0) {
+            failed += r->size;
+            err = err ?: state;
+        }
+    }
+    if (!failed) {
+        return false;
+    }
+    error_setg_errno(errp, -err, "uring: node '%s': %" PRIu64 " KiB of the "
+                     "memory registered with it cannot be pinned as "
+                     "io_uring fixed buffers", uring_node_name(s),
+                     failed / KiB);
+    uring_bufs_error_hint(err, errp);
     return true;
 }
 
 /*
- * Check now that this host lets us create a restricted ring, so that a
- * kernel without io_uring (or with it disabled) fails blockdev-add rather
- * than the first request.
+ * With fixed-buffers=auto, warn once about memory that cannot be pinned.
+ * Not before the guest runs, so that QEMU has registered all guest RAM
+ * (ACPI tables come after the devices) and the warning can say what all
+ * of it needs; not from the registration, which is inside realize.
  */
-static bool uring_probe_kernel(int fd, Error **errp)
+static void uring_pin_warning_bh(void *opaque)
 {
-    UringRingConfig cfg = {
-        .entries = 1,
-        .fd = fd,
-        .attach_wq_fd = -1,
-        .sqpoll_cpu = -1,
-    };
-    UringRing *r = uring_ring_new(qemu_get_current_aio_context(), &cfg,
-                                  errp);
+    BDRVUringState *s = opaque;
+    Error *local_err = NULL;
 
-    if (!r) {
-        return false;
+    if (runstate_check(RUN_STATE_PRELAUNCH) ||
+        runstate_check(RUN_STATE_INMIGRATE)) {
+        return;     /* uring_vm_state_change() calls again */
     }
-    uring_ring_free(r);
-    return true;
+    if (!s->pin_warned && uring_pin_failure(s, &local_err)) {
+        s->pin_warned = true;
+        error_append_hint(&local_err, "Requests to that memory are copied "
+                          "through a bounce buffer.\n");
+        warn_report_err(local_err);
+    }
+}
+
+static void uring_vm_state_change(void *opaque, bool running,
+                                  RunState state)
+{
+    BDRVUringState *s = opaque;
+
+    if (running && !s->pin_warned) {
+        qemu_bh_schedule(s->pin_warning_bh);
+    }
+}
+
+/* A new generation of the buffer table, or a failure: under the BQL */
+static void uring_bufs_changed(Notifier *n, void *data)
+{
+    BDRVUringState *s = container_of(n, BDRVUringState, bufs_changed);
+    UringCtxRing *cr;
+
+    if (s->fixed_buffers == ON_OFF_AUTO_AUTO && !s->pin_warned) {
+        qemu_bh_schedule(s->pin_warning_bh);
+    }
+    QEMU_LOCK_GUARD(&s->lock);
+    QLIST_FOREACH(cr, &s->rings, next) {
+        qemu_bh_schedule(cr->refresh_bh);
+    }
+}
+
+/*
+ * Add the ring of @ctx, in @ctx's thread; or return the one there is.
+ */
+static UringCtxRing *uring_ctx_ring_add(BDRVUringState *s, AioContext *ctx,
+                                        Error **errp)
+{
+    UringCtxRing *cr;
+
+    assert(ctx == qemu_get_current_aio_context());
+    QEMU_LOCK_GUARD(&s->lock);
+
+    QLIST_FOREACH(cr, &s->rings, next) {
+        if (cr->ctx == ctx) {
+            return cr;
+        }
+    }
+
+    cr = g_new0(UringCtxRing, 1);
+    cr->s = s;
+    cr->ctx = ctx;
+    cr->ring = uring_ctx_ring_create_locked(s, ctx, &cr->generation, errp);
+    if (!cr->ring) {
+        g_free(cr);
+        return NULL;
+    }
+    cr->refresh_bh = aio_bh_new(ctx, uring_ctx_ring_refresh_bh, cr);
+    QLIST_INSERT_HEAD_RCU(&s->rings, cr, next);
+    trace_uring_ctx_ring_add(s->bs, ctx, cr->ring);
+    return cr;
+}
+
+static void uring_ctx_ring_free_bh(void *opaque)
+{
+    UringCtxRing *cr = opaque;
+
+    qemu_bh_delete(cr->refresh_bh);
+    if (cr->retired_ring) {
+        uring_ctx_ring_free_ring(cr->retired_ring);
+    }
+    uring_ctx_ring_free_ring(cr->ring);
+}
+
+/*
+ * Unlink @cr and free its ring in the ring's own thread, which may be
+ * polling it right now.  The node is drained, so no request uses it.
+ */
+static void uring_ctx_ring_remove(BDRVUringState *s, UringCtxRing *cr)
+{
+    GLOBAL_STATE_CODE();
+    assert(s->bs->quiesce_counter > 0 || QLIST_EMPTY(&s->bs->parents));
+
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        QLIST_REMOVE_RCU(cr, next);
+        uring_ring_stats_add(&s->retired, cr->ring);
+    }
+    trace_uring_ctx_ring_remove(s->bs, cr->ctx, cr->ring);
+    aio_wait_bh_oneshot(cr->ctx, uring_ctx_ring_free_bh, cr);
+    g_free_rcu(cr, rcu);
+}
+
+static UringCtxRing *uring_ctx_ring_find(BDRVUringState *s, AioContext *ctx)
+{
+    UringCtxRing *cr;
+
+    RCU_READ_LOCK_GUARD();
+    QLIST_FOREACH_RCU(cr, &s->rings, next) {
+        if (cr->ctx == ctx) {
+            return cr;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * The image as a file description of the rings' own: the locks stay on
+ * file-posix's @fd, which no ring holds.
+ */
+static int uring_open_io_fd(int fd, int open_flags, Error **errp)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
+    int io_fd;
+
+    io_fd = qemu_open(path, open_flags & ~(O_CREAT | O_EXCL | O_TRUNC),
+                      NULL);
+    if (io_fd < 0) {
+        /*
+         * No /proc: share file-posix's description.  Its locks then live
+         * as long as the rings, which after a crash is a few milliseconds
+         * longer than the process.
+         */
+        warn_report_once("uring: cannot reopen images through /proc/self/fd "
+                         "(%s); image locks may outlive an unclean exit "
+                         "of QEMU by a few milliseconds", strerror(errno));
+        io_fd = qemu_dup(fd);
+        if (io_fd < 0) {
+            error_setg_errno(errp, errno, "Cannot duplicate the image fd");
+        }
+    }
+    return io_fd;
 }
 
 BDRVUringState *uring_state_new(BlockDriverState *bs, QDict *options,
@@ -229,454 +611,398 @@ BDRVUringState *uring_state_new(BlockDriverState *bs, QDict *options,
     BDRVUringState *s = g_new0(BDRVUringState, 1);
 
     s->bs = bs;
-    s->fd = -1;
+    s->io_fd = -1;
     if (!uring_parse_opts(s, options, errp)) {
         g_free(s);
         return NULL;
     }
     qemu_mutex_init(&s->lock);
     QLIST_INIT(&s->rings);
-    uring_bufs_init(&s->bufs);
+    s->registered = g_array_new(false, false, sizeof(UringRange));
+    s->bufs_changed.notify = uring_bufs_changed;
+    s->pin_warning_bh = aio_bh_new(qemu_get_aio_context(),
+                                   uring_pin_warning_bh, s);
+    if (s->fixed_buffers == ON_OFF_AUTO_AUTO) {
+        s->vmsh = qemu_add_vm_change_state_handler(uring_vm_state_change, s);
+    }
     return s;
 }
 
-/* Second half of open, once file-posix has opened @fd */
-bool uring_state_start(BDRVUringState *s, int fd, Error **errp)
+/*
+ * Second half of open, once file-posix has opened @fd.  A node in the main
+ * loop gets its ring now, in the main thread: that checks that this host
+ * lets us create a restricted ring, so that a kernel without io_uring (or
+ * with it disabled) fails blockdev-add rather than the first request, and
+ * makes the main thread the ring's submitter even when vCPU threads issue
+ * requests.
+ */
+bool uring_state_start(BDRVUringState *s, int fd, int open_flags,
+                       Error **errp)
 {
     ERRP_GUARD();
+    AioContext *ctx = bdrv_get_aio_context(s->bs);
 
-    s->fd = fd;
-    if (!uring_probe_kernel(fd, errp)) {
-        error_prepend(errp, "uring: ");
-        return false;
-    }
-    return uring_disable_ram_discard(s, errp);
-}
-
-static UringCtxRing *uring_find_ring_locked(BDRVUringState *s,
-                                            AioContext *ctx)
-{
-    UringCtxRing *cr;
-
-    QLIST_FOREACH(cr, &s->rings, next) {
-        if (cr->ctx == ctx) {
-            return cr;
-        }
-    }
-    return NULL;
-}
-
-static int uring_sqpoll_fd_locked(BDRVUringState *s)
-{
-    UringCtxRing *cr;
-
-    QLIST_FOREACH(cr, &s->rings, next) {
-        if (uring_ring_has_sqpoll(cr->ring)) {
-            return uring_ring_fd(cr->ring);
-        }
-    }
-    return -1;
-}
-
-static void uring_buf_error_hint(BDRVUringState *s, int err, size_t extra,
-                                 Error **errp)
-{
-    unsigned rings = 1;
-    UringCtxRing *cr;
-
-    QLIST_FOREACH(cr, &s->rings, next) {
-        rings += cr->fixed;
-    }
-    if (err == -ENOMEM) {
-        error_append_hint(errp, "Pinning guest RAM for io_uring fixed "
-                          "buffers needs RLIMIT_MEMLOCK of at least %"
-                          PRIu64 " MiB for %u ring(s) of this node: raise "
-                          "it (ulimit -l, prlimit --memlock, systemd "
-                          "LimitMEMLOCK=) or use fixed-buffers=off.\n",
-                          DIV_ROUND_UP((s->bufs.bytes + extra) * rings, MiB),
-                          rings);
-    } else if (err == -EFAULT) {
-        error_append_hint(errp, "This memory cannot be pinned (is it a "
-                          "memory-backend-file on a regular file system? "
-                          "memfd and hugetlbfs work); use "
-                          "fixed-buffers=auto or off.\n");
-    }
-}
-
-/*
- * Whether a ring of @s should hold the fixed-buffer table.  Pinning costs
- * RLIMIT_MEMLOCK for every ring, so once a device has announced the
- * contexts it submits guest I/O from, only their rings get it; the others
- * (the main loop reading the boot sector, block jobs with their own
- * buffers) use plain I/O.  Without a device (qemu-img, qemu-io, exports)
- * every ring gets it.
- */
-static bool uring_ring_wants_fixed(BDRVUringState *s, UringCtxRing *cr)
-{
-    return s->use_fixed && (cr->device_refs > 0 || s->device_refs == 0);
-}
-
-static void uring_ring_clear_bufs_locked(BDRVUringState *s, UringCtxRing *cr)
-{
-    g_autofree UringBufSlot *slots = NULL;
-    unsigned n, i;
-
-    qatomic_set(&cr->fixed, false);
-    slots = uring_bufs_snapshot(&s->bufs, &n);
-    for (i = 0; i < n; i++) {
-        uring_ring_update_buf(cr->ring, slots[i].index, NULL, 0);
-    }
-}
-
-/*
- * Fill the fixed-buffer table of @cr with everything registered.  Memory
- * that turns out not to be pinnable is dropped from the table with
- * fixed-buffers=auto; other failures are errors.
- */
-static bool uring_ring_fill_bufs_locked(BDRVUringState *s, UringCtxRing *cr,
-                                        Error **errp)
-{
-    g_autofree UringBufSlot *slots = NULL;
-    unsigned n, i;
-
-    slots = uring_bufs_snapshot(&s->bufs, &n);
-    for (i = 0; i < n; i++) {
-        void *host = (void *)slots[i].start;
-        int ret = uring_ring_update_buf(cr->ring, slots[i].index, host,
-                                        slots[i].len);
-        UringBufSlot *gone;
-        int n_gone;
-
-        if (ret == -EFAULT && s->fixed_buffers == ON_OFF_AUTO_AUTO) {
-            warn_report("uring: memory at %p (%zu bytes) cannot be pinned; "
-                        "node '%s' uses non-fixed I/O for it",
-                        host, slots[i].len, bdrv_get_node_name(s->bs));
-            n_gone = uring_bufs_unpublish(&s->bufs, host, 1, &gone);
-            uring_bufs_unreserve(&s->bufs, gone, n_gone);
-            continue;
-        }
-        if (ret < 0) {
-            error_setg_errno(errp, -ret, "Failed to register %zu bytes of "
-                             "guest RAM as io_uring fixed buffer",
-                             slots[i].len);
-            uring_buf_error_hint(s, ret, 0, errp);
-            uring_ring_clear_bufs_locked(s, cr);
-            return false;
-        }
-    }
-    qatomic_set(&cr->fixed, true);
-    return true;
-}
-
-/*
- * Create and enable the ring of @ctx, in @ctx's thread.  A ring for a
- * device context must get the fixed-buffer table; for any other context
- * failing to pin memory only costs the fixed-buffer path.
- */
-static UringCtxRing *uring_add_ring(BDRVUringState *s, AioContext *ctx,
-                                    bool for_device, Error **errp)
-{
-    UringRingConfig cfg = {
-        .entries = s->queue_depth,
-        .buf_slots = s->use_fixed ? URING_BUF_SLOTS : 0,
-        .sqpoll = s->sqpoll,
-        .sqpoll_cpu = s->sqpoll_cpu,
-        .sqpoll_idle_ms = s->sqpoll_idle,
-    };
-    Error *local_err = NULL;
-    UringCtxRing *cr;
-
-    assert(ctx == qemu_get_current_aio_context());
-    QEMU_LOCK_GUARD(&s->lock);
-
-    cr = uring_find_ring_locked(s, ctx);
-    if (cr) {
-        return cr;
-    }
-
-    cr = g_new0(UringCtxRing, 1);
-    cr->ctx = ctx;
-    cfg.fd = s->fd;
-    cfg.attach_wq_fd = uring_sqpoll_fd_locked(s);
-    cr->ring = uring_ring_new(ctx, &cfg, errp);
-    if (!cr->ring) {
-        g_free(cr);
-        return NULL;
-    }
-    if (s->use_fixed && (for_device || uring_ring_wants_fixed(s, cr)) &&
-        !uring_ring_fill_bufs_locked(s, cr, &local_err)) {
-        if (for_device) {
-            error_propagate(errp, local_err);
-            goto fail;
-        }
-        warn_report_err(local_err);
-    }
-    if (uring_ring_start(cr->ring, errp) < 0) {
+    if (!uring_bufs_ref(errp)) {
         goto fail;
     }
-    QLIST_INSERT_HEAD_RCU(&s->rings, cr, next);
-    trace_uring_add_ring(s->bs, ctx, cr->ring);
-    return cr;
+    uring_bufs_add_listener(&s->bufs_changed);
+    s->io_fd = uring_open_io_fd(fd, open_flags, errp);
+    if (s->io_fd < 0) {
+        goto fail;
+    }
+    if (ctx == qemu_get_current_aio_context() &&
+        !uring_ctx_ring_add(s, ctx, errp)) {
+        goto fail;
+    }
+    return true;
 
 fail:
-    uring_ring_free(cr->ring);
-    g_free(cr);
-    return NULL;
-}
-
-static void uring_add_stats(UringRingStats *sum, const UringRingStats *st)
-{
-    sum->fixed_requests += st->fixed_requests;
-    sum->plain_requests += st->plain_requests;
-    sum->flushes += st->flushes;
-    sum->sq_wakeups += st->sq_wakeups;
-    sum->submit_calls += st->submit_calls;
-    sum->queued += st->queued;
-}
-
-static void uring_free_ring_bh(void *opaque)
-{
-    uring_ring_free(opaque);
-}
-
-/*
- * Unlink @cr and free its ring in the ring's own thread, which may be
- * polling it right now.  Called without @lock: the ring's thread may be
- * waiting for it.  No request may be in flight (the node is drained).
- */
-static void uring_remove_ring(BDRVUringState *s, UringCtxRing *cr)
-{
-    UringRingStats st;
-
-    WITH_QEMU_LOCK_GUARD(&s->lock) {
-        QLIST_REMOVE_RCU(cr, next);
-        uring_ring_get_stats(cr->ring, &st);
-        uring_add_stats(&s->retired, &st);
-    }
-    trace_uring_remove_ring(s->bs, cr->ctx, cr->ring);
-    if (cr->ctx == qemu_get_current_aio_context()) {
-        uring_ring_free(cr->ring);
-    } else {
-        aio_wait_bh_oneshot(cr->ctx, uring_free_ring_bh, cr->ring);
-    }
-    g_free_rcu(cr, rcu);
+    error_prepend(errp, "uring: ");
+    return false;
 }
 
 void uring_state_free(BDRVUringState *s)
 {
     UringCtxRing *cr;
+    unsigned i;
 
     while ((cr = QLIST_FIRST(&s->rings))) {
-        uring_remove_ring(s, cr);
+        uring_ctx_ring_remove(s, cr);
     }
-    if (s->use_fixed) {
-        ram_block_discard_disable(false);
+    if (s->io_fd >= 0) {
+        qemu_close(s->io_fd);
     }
-    /* Wait for lookups that may still see the table */
-    synchronize_rcu();
-    uring_bufs_cleanup(&s->bufs);
+    for (i = 0; i < s->registered->len; i++) {
+        UringRange *r = &g_array_index(s->registered, UringRange, i);
+
+        uring_bufs_unregister(r->host, r->size);
+    }
+    g_array_free(s->registered, true);
+    if (s->bufs_changed.notify && QLIST_IS_INSERTED(&s->bufs_changed,
+                                                    node)) {
+        uring_bufs_remove_listener(&s->bufs_changed);
+        uring_bufs_unref();
+    }
+    if (s->vmsh) {
+        qemu_del_vm_change_state_handler(s->vmsh);
+    }
+    qemu_bh_delete(s->pin_warning_bh);
     qemu_mutex_destroy(&s->lock);
     g_free(s);
 }
 
-/* The image fd changed (reopen); the node is drained */
-int uring_state_set_fd(BDRVUringState *s, int fd)
+typedef struct UringReplace {
+    UringCtxRing *cr;
+    Error *err;
+} UringReplace;
+
+/* In the ring's thread: a new ring with the node's current image */
+static void uring_ctx_ring_replace_bh(void *opaque)
+{
+    UringReplace *rp = opaque;
+    UringRing *old = uring_ctx_ring_renew(rp->cr, &rp->err);
+
+    if (old) {
+        uring_ctx_ring_free_ring(old);
+    }
+}
+
+/*
+ * The image was reopened (other flags, other permissions): the rings cannot
+ * swap their file (no register call is allowed), so each gets a new ring,
+ * built in its own thread while the node is drained.
+ */
+int uring_state_set_fd(BDRVUringState *s, int fd, int open_flags,
+                       Error **errp)
 {
     UringCtxRing *cr;
+    int io_fd, old_fd;
     int ret = 0;
 
-    QEMU_LOCK_GUARD(&s->lock);
-    s->fd = fd;
-    QLIST_FOREACH(cr, &s->rings, next) {
-        int r = uring_ring_update_file(cr->ring, fd);
-
-        ret = ret ?: r;
+    GLOBAL_STATE_CODE();
+    io_fd = uring_open_io_fd(fd, open_flags, errp);
+    if (io_fd < 0) {
+        return -EIO;
     }
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        old_fd = s->io_fd;
+        s->io_fd = io_fd;
+    }
+    QLIST_FOREACH(cr, &s->rings, next) {
+        UringReplace rp = { .cr = cr };
+
+        aio_wait_bh_oneshot(cr->ctx, uring_ctx_ring_replace_bh, &rp);
+        if (rp.err) {
+            if (!ret) {
+                error_propagate(errp, rp.err);
+            } else {
+                error_free(rp.err);
+            }
+            ret = -EIO;
+        }
+    }
+    trace_uring_state_set_fd(s->bs, io_fd);
+    qemu_close(old_fd);
     return ret;
 }
 
-static UringCtxRing *uring_current_ring(BDRVUringState *s)
+/* The ring for a request in the current AioContext, or NULL */
+static UringCtxRing *uring_current_ring(BDRVUringState *s, AioContext *ctx)
 {
-    AioContext *ctx = qemu_get_current_aio_context();
     Error *local_err = NULL;
-    UringCtxRing *cr;
+    UringCtxRing *cr = uring_ctx_ring_find(s, ctx);
 
-    WITH_RCU_READ_LOCK_GUARD() {
-        QLIST_FOREACH_RCU(cr, &s->rings, next) {
-            if (cr->ctx == ctx) {
-                return cr;
-            }
-        }
+    if (cr || ctx != bdrv_get_aio_context(s->bs)) {
+        return cr;
     }
 
-    /*
-     * First request in a context that no device prepared: block jobs,
-     * the main loop, qemu-img, qemu-io, qemu-storage-daemon.
-     */
-    cr = uring_add_ring(s, ctx, false, &local_err);
-    if (!cr && !qatomic_xchg(&s->ring_error_reported, true)) {
-        error_reportf_err(local_err, "uring: node '%s': ",
-                          bdrv_get_node_name(s->bs));
-    } else {
+    /* First request in the home context of a node outside the main loop */
+    cr = uring_ctx_ring_add(s, ctx, &local_err);
+    if (!cr) {
+        WITH_QEMU_LOCK_GUARD(&s->lock) {
+            if (!s->ring_error_reported) {
+                s->ring_error_reported = true;
+                error_reportf_err(local_err, "uring: node '%s': ",
+                                  uring_node_name(s));
+                local_err = NULL;
+            }
+        }
         error_free(local_err);
     }
     return cr;
 }
 
-int coroutine_fn uring_co_prw(BDRVUringState *s, uint64_t offset,
-                              QEMUIOVector *qiov, bool is_write,
-                              BdrvRequestFlags flags)
+/* A request copied through the bounce buffer */
+typedef struct UringBounce {
+    BDRVUringState *s;
+    UringRing *ring;
+    QEMUIOVector *qiov;
+    uint64_t offset;
+    bool is_write;
+    bool fua;
+    Coroutine *co;
+    bool waiting;               /* @co waits for the last piece */
+    unsigned pieces;            /* in flight */
+    int ret;
+} UringBounce;
+
+/* One piece of it, in a coroutine of its own so that pieces overlap */
+typedef struct UringBouncePiece {
+    UringBounce *b;
+    size_t pos;
+    void *buf;
+    size_t len;
+} UringBouncePiece;
+
+static void coroutine_fn uring_bounce_piece_entry(void *opaque)
 {
-    UringCtxRing *cr = uring_current_ring(s);
-    bool fua = flags & BDRV_REQ_FUA;
-    int buf_index = URING_NO_BUF;
+    UringBouncePiece *p = opaque;
+    UringBounce *b = p->b;
+    QEMUIOVector piece;
     int ret;
 
-    if (!cr) {
-        return -EIO;
+    qemu_iovec_init_buf(&piece, p->buf, p->len);
+    ret = uring_ring_co_rw(b->ring, b->is_write, b->offset + p->pos, &piece,
+                           uring_bufs_bounce_index(), b->fua);
+    if (ret == 0 && !b->is_write) {
+        qemu_iovec_from_buf(b->qiov, p->pos, p->buf, p->len);
     }
+    uring_bufs_co_bounce_put(p->buf, p->len);
+    if (ret < 0 && b->ret == 0) {
+        b->ret = ret;
+    }
+    g_free(p);
+    if (--b->pieces == 0 && b->waiting) {
+        aio_co_wake(b->co);
+    }
+}
+
+/*
+ * Copy a request through the bounce buffer, in pieces that are submitted
+ * together as far as the buffer has room.  Requests whose memory is not in
+ * the table (qemu-img, qemu-io, block jobs, format metadata, guest RAM that
+ * is not pinned) and misaligned ones come here.
+ */
+static int coroutine_fn uring_co_bounce(BDRVUringState *s,
+                                        UringCtxRing *cr, uint64_t offset,
+                                        QEMUIOVector *qiov, bool is_write,
+                                        bool fua)
+{
+    UringBounce b = {
+        .s = s,
+        .ring = cr->ring,
+        .qiov = qiov,
+        .offset = offset,
+        .is_write = is_write,
+        .fua = fua,
+        .co = qemu_coroutine_self(),
+    };
+    size_t pos = 0;
+
+    stat64_add(&s->bounced_requests, 1);
+    while (pos < qiov->size && b.ret == 0) {
+        UringBouncePiece *p = g_new(UringBouncePiece, 1);
+
+        p->b = &b;
+        p->pos = pos;
+        p->buf = uring_bufs_co_bounce_get(qiov->size - pos, &p->len);
+        if (is_write) {
+            qemu_iovec_to_buf(qiov, pos, p->buf, p->len);
+        }
+        pos += p->len;
+        b.pieces++;
+        qemu_coroutine_enter(qemu_coroutine_create(uring_bounce_piece_entry,
+                                                   p));
+    }
+    b.waiting = true;
+    while (b.pieces > 0) {
+        qemu_coroutine_yield();
+    }
+    return b.ret;
+}
+
+static int coroutine_fn uring_ctx_ring_co_prw(BDRVUringState *s,
+                                              UringCtxRing *cr,
+                                              uint64_t offset,
+                                              QEMUIOVector *qiov,
+                                              bool is_write,
+                                              bool mem_aligned, bool fua)
+{
+    int index = -1;
 
     /*
      * BDRV_REQ_REGISTERED_BUF is only a hint (the graph may have changed
      * since the memory was registered, and bounce buffers lose it), so the
      * table decides.
      */
-    if (qatomic_read(&cr->fixed) && qiov->niov > 0 &&
+    if (s->fixed_buffers != ON_OFF_AUTO_OFF && mem_aligned &&
         (qiov->niov == 1 || uring_ring_has_vectored_fixed(cr->ring))) {
-        buf_index = uring_bufs_lookup(&s->bufs, qiov);
+        index = uring_bufs_lookup(qiov, cr->generation);
+    }
+    if (index < 0) {
+        return uring_co_bounce(s, cr, offset, qiov, is_write, fua);
+    }
+    stat64_add(&s->fixed_requests, 1);
+    return uring_ring_co_rw(cr->ring, is_write, offset, qiov, index, fua);
+}
+
+/*
+ * Enter and leave the driver.  A stale ring is replaced as soon as no
+ * request uses it, so that new memory (qemu-io's, qemu-img's, hot-plugged
+ * guest RAM) serves from the next request on.
+ */
+static void uring_ctx_ring_get(UringCtxRing *cr)
+{
+    if (cr->users == 0 && !cr->retired_ring &&
+        uring_ctx_ring_is_stale(cr)) {
+        uring_ctx_ring_refresh(cr);
+    }
+    cr->users++;
+}
+
+static void uring_ctx_ring_put(UringCtxRing *cr)
+{
+    if (--cr->users == 0 && uring_ctx_ring_is_stale(cr)) {
+        qemu_bh_schedule(cr->refresh_bh);
+    }
+}
+
+int coroutine_fn uring_co_prw(BDRVUringState *s, uint64_t offset,
+                              QEMUIOVector *qiov, bool is_write,
+                              bool mem_aligned, BdrvRequestFlags flags)
+{
+    AioContext *ctx = qemu_get_current_aio_context();
+    AioContext *home;
+    UringCtxRing *cr = uring_current_ring(s, ctx);
+    int ret;
+
+    if (cr) {
+        uring_ctx_ring_get(cr);
+        ret = uring_ctx_ring_co_prw(s, cr, offset, qiov, is_write,
+                                    mem_aligned, flags & BDRV_REQ_FUA);
+        uring_ctx_ring_put(cr);
+        return ret;
     }
 
-    ret = uring_ring_co_rw(cr->ring, is_write, offset, qiov, buf_index, fua);
-    if (ret == -EFAULT && buf_index != URING_NO_BUF) {
-        /* The buffer left the ring's table after the lookup */
-        ret = uring_ring_co_rw(cr->ring, is_write, offset, qiov,
-                               URING_NO_BUF, fua);
+    home = bdrv_get_aio_context(s->bs);
+    if (ctx == home) {
+        return -EIO;
     }
+    /* No ring here: no device announced this context */
+    stat64_add(&s->rehomed_requests, 1);
+    aio_co_reschedule_self(home);
+    ret = uring_co_prw(s, offset, qiov, is_write, mem_aligned, flags);
+    aio_co_reschedule_self(ctx);
     return ret;
 }
 
 int coroutine_fn uring_co_flush(BDRVUringState *s)
 {
-    UringCtxRing *cr = uring_current_ring(s);
+    AioContext *ctx = qemu_get_current_aio_context();
+    AioContext *home;
+    UringCtxRing *cr = uring_current_ring(s, ctx);
+    int ret;
 
-    return cr ? uring_ring_co_flush(cr->ring) : -EIO;
-}
-
-/* Clear @slots in every ring that holds the table */
-static void uring_clear_slots_locked(BDRVUringState *s,
-                                     const UringBufSlot *slots, int n)
-{
-    UringCtxRing *cr;
-    int i;
-
-    QLIST_FOREACH(cr, &s->rings, next) {
-        for (i = 0; cr->fixed && i < n; i++) {
-            uring_ring_update_buf(cr->ring, slots[i].index, NULL, 0);
-        }
+    if (cr) {
+        uring_ctx_ring_get(cr);
+        ret = uring_ring_co_flush(cr->ring);
+        uring_ctx_ring_put(cr);
+        return ret;
     }
-}
 
-/* Returns 0 or the -errno of the first slot the ring refused */
-static int uring_ring_add_slots(UringCtxRing *cr, const UringBufSlot *slots,
-                                int n)
-{
-    int i;
-
-    for (i = 0; i < n; i++) {
-        int ret = uring_ring_update_buf(cr->ring, slots[i].index,
-                                        (void *)slots[i].start,
-                                        slots[i].len);
-        if (ret < 0) {
-            return ret;
-        }
+    home = bdrv_get_aio_context(s->bs);
+    if (ctx == home) {
+        return -EIO;
     }
-    return 0;
+    stat64_add(&s->rehomed_requests, 1);
+    aio_co_reschedule_self(home);
+    ret = uring_co_flush(s);
+    aio_co_reschedule_self(ctx);
+    return ret;
 }
 
 /*
- * Add [@host, @host + @size) to the fixed-buffer table of the rings that
- * hold it.  Called under the BQL from bdrv_register_buf(): by
- * BlockRAMRegistrar for each guest RAM block at realize and on hot-plug.
+ * bdrv_register_buf(): called by BlockRAMRegistrar for each guest RAM block,
+ * at realize and on hot-plug, and by qemu-img and qemu-io.
  *
- * Never fails: BlockRAMRegistrar would unregister all guest RAM.  Memory
- * that a device's ring cannot pin is reported and served without fixed
- * buffers; the device's realize fails instead when its rings are set up
- * (uring_prepare_io_contexts()) and cannot pin what is registered then.
+ * This never fails: BlockRAMRegistrar would drop all guest RAM.  With
+ * fixed-buffers=auto, memory that cannot be pinned is reported once and
+ * its requests go through the bounce buffer.  With fixed-buffers=on, the
+ * device's bdrv_prepare_io_contexts() fails instead, with the reason.
  */
 bool uring_register_buf(BDRVUringState *s, void *host, size_t size,
                         Error **errp)
 {
-    UringBufSlot *slots;
-    UringCtxRing *cr;
-    int n;
+    UringRange range = { .host = host, .size = size };
+    bool sync = s->fixed_buffers == ON_OFF_AUTO_ON;
 
-    if (!s->use_fixed) {
+    GLOBAL_STATE_CODE();
+    if (s->fixed_buffers == ON_OFF_AUTO_OFF) {
         return true;
     }
-
-    QEMU_LOCK_GUARD(&s->lock);
-    n = uring_bufs_reserve(&s->bufs, host, size, &slots);
-    if (n == -ENOSPC) {
-        warn_report_once("uring: more than %d fixed buffers; further "
-                         "memory uses non-fixed I/O", URING_BUF_SLOTS);
-        return true;
+    g_array_append_val(s->registered, range);
+    if (uring_bufs_register(host, size, sync) < 0 && !sync &&
+        !s->pin_warned) {
+        qemu_bh_schedule(s->pin_warning_bh);
     }
-    if (n == 0) {
-        return true;
-    }
-
-    QLIST_FOREACH(cr, &s->rings, next) {
-        Error *local_err = NULL;
-        int ret;
-
-        if (!cr->fixed) {
-            continue;
-        }
-        ret = uring_ring_add_slots(cr, slots, n);
-        if (ret == 0) {
-            continue;
-        }
-        if (!cr->device_refs) {
-            /* Not worth failing for: this ring does without the table */
-            uring_ring_clear_bufs_locked(s, cr);
-            continue;
-        }
-        uring_clear_slots_locked(s, slots, n);
-        uring_bufs_unreserve(&s->bufs, slots, n);
-        error_setg_errno(&local_err, -ret, "uring: node '%s': cannot pin "
-                         "%zu bytes at %p as io_uring fixed buffer; that "
-                         "memory uses non-fixed I/O",
-                         bdrv_get_node_name(s->bs), size, host);
-        uring_buf_error_hint(s, ret, size, &local_err);
-        if (ret == -EFAULT && s->fixed_buffers == ON_OFF_AUTO_AUTO) {
-            warn_report_err(local_err);
-        } else {
-            error_report_err(local_err);
-        }
-        return true;
-    }
-    uring_bufs_publish(&s->bufs, slots, n);
-    trace_uring_register_buf(s->bs, host, size, n);
-    g_free(slots);
     return true;
 }
 
 /* Harmless for memory that was never registered (or failed to) */
 void uring_unregister_buf(BDRVUringState *s, void *host, size_t size)
 {
-    UringBufSlot *slots;
-    int n;
+    unsigned i;
 
-    if (!s->use_fixed) {
-        return;
+    GLOBAL_STATE_CODE();
+    for (i = 0; i < s->registered->len; i++) {
+        UringRange *r = &g_array_index(s->registered, UringRange, i);
+
+        if (r->host == host) {
+            g_array_remove_index_fast(s->registered, i);
+            uring_bufs_unregister(host, size);
+            return;
+        }
     }
-    QEMU_LOCK_GUARD(&s->lock);
-    n = uring_bufs_unpublish(&s->bufs, host, size, &slots);
-    if (n > 0) {
-        uring_clear_slots_locked(s, slots, n);
-        uring_bufs_unreserve(&s->bufs, slots, n);
-    }
-    trace_uring_unregister_buf(s->bs, host, size, n);
 }
 
 typedef struct UringPrepare {
@@ -685,35 +1011,15 @@ typedef struct UringPrepare {
     Error *err;
 } UringPrepare;
 
-/* In the device context's thread: its ring, with the table, or an error */
+/* In the device context's thread: its ring, or an error */
 static void uring_prepare_bh(void *opaque)
 {
     UringPrepare *p = opaque;
-    BDRVUringState *s = p->s;
-    UringCtxRing *cr = uring_add_ring(s, p->ctx, true, &p->err);
+    UringCtxRing *cr = uring_ctx_ring_add(p->s, p->ctx, &p->err);
 
-    if (!cr) {
-        return;
-    }
-    QEMU_LOCK_GUARD(&s->lock);
-    if (s->use_fixed && !cr->fixed &&
-        !uring_ring_fill_bufs_locked(s, cr, &p->err)) {
-        return;
-    }
-    cr->device_refs++;
-    s->device_refs++;
-}
-
-/* Rings that no device uses give their pinned memory back */
-static void uring_drop_unused_bufs(BDRVUringState *s)
-{
-    UringCtxRing *cr;
-
-    QEMU_LOCK_GUARD(&s->lock);
-    QLIST_FOREACH(cr, &s->rings, next) {
-        if (cr->fixed && !uring_ring_wants_fixed(s, cr)) {
-            uring_ring_clear_bufs_locked(s, cr);
-        }
+    if (cr) {
+        QEMU_LOCK_GUARD(&p->s->lock);
+        cr->prepared++;
     }
 }
 
@@ -726,119 +1032,177 @@ bool uring_prepare_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
 {
     unsigned i;
 
+    GLOBAL_STATE_CODE();
+    if (s->fixed_buffers == ON_OFF_AUTO_ON && uring_pin_failure(s, errp)) {
+        error_append_hint(errp, "fixed-buffers=on requires guest RAM to be "
+                          "pinned; use fixed-buffers=auto to run without "
+                          "it.\n");
+        return false;
+    }
     for (i = 0; i < n; i++) {
         UringPrepare p = { .s = s, .ctx = ctxs[i] };
 
         aio_wait_bh_oneshot(ctxs[i], uring_prepare_bh, &p);
         if (p.err) {
             error_propagate_prepend(errp, p.err, "Cannot set up io_uring "
-                                    "for node '%s': ",
-                                    bdrv_get_node_name(s->bs));
+                                    "for node '%s': ", uring_node_name(s));
+            bdrv_drained_begin(s->bs);
             uring_release_io_contexts(s, ctxs, i);
+            bdrv_drained_end(s->bs);
             return false;
         }
     }
-    uring_drop_unused_bufs(s);
     return true;
 }
 
 /*
- * Drop a ring that neither a device nor the node's home context uses.  A
- * node without parents (left behind by a mirror job, say) has no use for
- * a ring in its home context either, and that context's IOThread may go
- * away with the device.
+ * Drop the ring of @ctx if neither a device nor the node's home context
+ * uses it.
  */
-static void uring_maybe_remove_ring(BDRVUringState *s, AioContext *ctx,
-                                    AioContext *home)
+static void uring_ctx_ring_maybe_remove(BDRVUringState *s, AioContext *ctx)
 {
-    UringCtxRing *cr;
+    UringCtxRing *cr = uring_ctx_ring_find(s, ctx);
+    bool unused;
 
-    WITH_QEMU_LOCK_GUARD(&s->lock) {
-        cr = uring_find_ring_locked(s, ctx);
-        if (!cr || cr->device_refs ||
-            (ctx == home && !QLIST_EMPTY(&s->bs->parents))) {
-            return;
-        }
+    if (!cr) {
+        return;
     }
-    uring_remove_ring(s, cr);
-}
-
-/*
- * The last device is gone: what it registered is no longer needed
- * (BlockRAMRegistrar unregisters from the device's current root, which
- * may be another node by now).
- */
-static void uring_drop_bufs_locked(BDRVUringState *s)
-{
-    UringBufSlot *slots;
-    int n;
-
-    n = uring_bufs_unpublish(&s->bufs, NULL, SIZE_MAX, &slots);
-    if (n > 0) {
-        uring_clear_slots_locked(s, slots, n);
-        uring_bufs_unreserve(&s->bufs, slots, n);
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        unused = !cr->prepared && ctx != bdrv_get_aio_context(s->bs);
+    }
+    if (unused) {
+        uring_ctx_ring_remove(s, cr);
     }
 }
 
 void uring_release_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
                                unsigned n)
 {
-    AioContext *home = bdrv_get_aio_context(s->bs);
     unsigned i;
 
-    /*
-     * The node may not have been prepared if the device's graph changed
-     * since realize (mirror completion, for example): ignore that.
-     */
+    GLOBAL_STATE_CODE();
     for (i = 0; i < n; i++) {
-        WITH_QEMU_LOCK_GUARD(&s->lock) {
-            UringCtxRing *cr = uring_find_ring_locked(s, ctxs[i]);
+        UringCtxRing *cr = uring_ctx_ring_find(s, ctxs[i]);
 
-            if (cr && cr->device_refs > 0) {
-                cr->device_refs--;
-                s->device_refs--;
-                if (s->device_refs == 0) {
-                    uring_drop_bufs_locked(s);
-                }
+        if (cr) {
+            WITH_QEMU_LOCK_GUARD(&s->lock) {
+                assert(cr->prepared > 0);
+                cr->prepared--;
             }
         }
     }
     for (i = 0; i < n; i++) {
-        uring_maybe_remove_ring(s, ctxs[i], home);
+        uring_ctx_ring_maybe_remove(s, ctxs[i]);
     }
 }
 
-/* The node leaves @old_ctx (iothread change, unplug); it is drained */
-void uring_detach_aio_context(BDRVUringState *s, AioContext *old_ctx)
+/* The node leaves its home context (iothread change, unplug) */
+void uring_detach_aio_context(BDRVUringState *s)
 {
-    uring_maybe_remove_ring(s, old_ctx, NULL);
+    UringCtxRing *cr = uring_ctx_ring_find(s, bdrv_get_aio_context(s->bs));
+    bool unused = false;
+
+    if (cr) {
+        WITH_QEMU_LOCK_GUARD(&s->lock) {
+            unused = !cr->prepared;
+        }
+    }
+    if (unused) {
+        uring_ctx_ring_remove(s, cr);
+    }
+}
+
+/*
+ * The node joins @new_ctx.  In the main loop its ring is created now, by
+ * the main thread, for the same reason as at open.
+ */
+void uring_attach_aio_context(BDRVUringState *s, AioContext *new_ctx)
+{
+    Error *local_err = NULL;
+
+    if (new_ctx == qemu_get_current_aio_context() &&
+        !uring_ctx_ring_add(s, new_ctx, &local_err)) {
+        /* Retried on the first request; not a reason to fail the move */
+        warn_report_err(local_err);
+    }
+}
+
+static UringBufferMode uring_buffer_mode(BDRVUringState *s,
+                                         uint64_t *registered,
+                                         uint64_t *pinned)
+{
+    unsigned i, n_pinned = 0, n_pending = 0;
+
+    *registered = *pinned = 0;
+    if (s->fixed_buffers == ON_OFF_AUTO_OFF) {
+        return URING_BUFFER_MODE_OFF;
+    }
+    for (i = 0; i < s->registered->len; i++) {
+        UringRange *r = &g_array_index(s->registered, UringRange, i);
+        int state = uring_bufs_state(r->host);
+
+        *registered += r->size;
+        if (state > 0) {
+            *pinned += r->size;
+            n_pinned++;
+        } else if (state == 0) {
+            n_pending++;
+        }
+    }
+    if (s->registered->len == 0) {
+        return URING_BUFFER_MODE_NONE;
+    } else if (n_pending) {
+        return URING_BUFFER_MODE_PINNING;
+    } else if (n_pinned == s->registered->len) {
+        return URING_BUFFER_MODE_FIXED;
+    } else if (n_pinned) {
+        return URING_BUFFER_MODE_PARTIAL;
+    }
+    return URING_BUFFER_MODE_BOUNCE;
 }
 
 void uring_get_stats(BDRVUringState *s, BlockStatsSpecificUring *stats)
 {
     UringRingStats sum;
+    UringBufsInfo bufs;
     UringCtxRing *cr;
+
+    GLOBAL_STATE_CODE();
+    uring_bufs_get_info(&bufs);
+    stats->buffers = uring_buffer_mode(s, &stats->registered_bytes,
+                                       &stats->pinned_bytes);
+    stats->shared_buffers = bufs.shared;
+    stats->process_pinned_bytes = bufs.pinned_bytes + bufs.bounce_bytes;
+    stats->bounce_waits = bufs.bounce_waits;
 
     QEMU_LOCK_GUARD(&s->lock);
     sum = s->retired;
     stats->rings = 0;
+    stats->sqpoll_rings = 0;
     stats->vectored_fixed = false;
     QLIST_FOREACH(cr, &s->rings, next) {
-        UringRingStats st;
-
-        uring_ring_get_stats(cr->ring, &st);
-        uring_add_stats(&sum, &st);
+        uring_ring_stats_add(&sum, cr->ring);
         stats->rings++;
+        stats->sqpoll_rings += uring_ring_has_sqpoll(cr->ring);
         stats->vectored_fixed |= uring_ring_has_vectored_fixed(cr->ring);
     }
-    stats->sqpoll = s->sqpoll;
-    stats->fixed_buffers = s->use_fixed;
-    stats->buffer_slots = uring_bufs_count(&s->bufs);
-    stats->buffer_bytes = s->bufs.bytes;
-    stats->fixed_requests = sum.fixed_requests;
-    stats->plain_requests = sum.plain_requests;
+    stats->fixed_requests = stat64_get(&s->fixed_requests);
+    stats->bounced_requests = stat64_get(&s->bounced_requests);
+    stats->rehomed_requests = stat64_get(&s->rehomed_requests);
     stats->flushes = sum.flushes;
     stats->sq_wakeups = sum.sq_wakeups;
     stats->submit_calls = sum.submit_calls;
+    stats->submit_retries = sum.submit_retries;
     stats->queued_requests = sum.queued;
+}
+
+void uring_get_info(BDRVUringState *s, ImageInfoSpecificUring *info)
+{
+    info->sqpoll = s->sqpoll;
+    info->has_sqpoll_cpu = s->sqpoll && s->sqpoll_cpu >= 0;
+    info->sqpoll_cpu = MAX(s->sqpoll_cpu, 0);
+    info->has_sqpoll_idle = s->sqpoll;
+    info->sqpoll_idle = s->sqpoll_idle;
+    info->queue_depth = s->queue_depth;
+    info->fixed_buffers = s->fixed_buffers;
 }

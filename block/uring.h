@@ -15,23 +15,50 @@
 
 typedef struct BDRVUringState BDRVUringState;
 
+/*
+ * Open and close: under the BQL.  @fd is file-posix's descriptor of the
+ * image, which keeps the image locks; the rings use a file description of
+ * their own, opened with @open_flags.
+ */
 BDRVUringState *uring_state_new(BlockDriverState *bs, QDict *options,
                                 Error **errp);
-bool uring_state_start(BDRVUringState *s, int fd, Error **errp);
+bool uring_state_start(BDRVUringState *s, int fd, int open_flags,
+                       Error **errp);
 void uring_state_free(BDRVUringState *s);
-int uring_state_set_fd(BDRVUringState *s, int fd);
+
+/* The image was reopened as @fd: under the BQL, with the node drained */
+int uring_state_set_fd(BDRVUringState *s, int fd, int open_flags,
+                       Error **errp);
+
+/*
+ * Requests: in any AioContext.  @mem_aligned says whether @qiov's memory
+ * is aligned for the image's O_DIRECT, if it uses O_DIRECT.
+ */
 int coroutine_fn uring_co_prw(BDRVUringState *s, uint64_t offset,
                               QEMUIOVector *qiov, bool is_write,
-                              BdrvRequestFlags flags);
+                              bool mem_aligned, BdrvRequestFlags flags);
 int coroutine_fn uring_co_flush(BDRVUringState *s);
+
+/* bdrv_register_buf() and bdrv_unregister_buf(): under the BQL */
 bool uring_register_buf(BDRVUringState *s, void *host, size_t size,
                         Error **errp);
 void uring_unregister_buf(BDRVUringState *s, void *host, size_t size);
+
+/*
+ * bdrv_prepare_io_contexts() and bdrv_release_io_contexts(): under the
+ * BQL; the release with the node drained.
+ */
 bool uring_prepare_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
                                unsigned n, Error **errp);
 void uring_release_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
                                unsigned n);
-void uring_detach_aio_context(BDRVUringState *s, AioContext *old_ctx);
+
+/* The node leaves or joins an AioContext: under the BQL, drained */
+void uring_detach_aio_context(BDRVUringState *s);
+void uring_attach_aio_context(BDRVUringState *s, AioContext *new_ctx);
+
+/* Under the BQL */
 void uring_get_stats(BDRVUringState *s, BlockStatsSpecificUring *stats);
+void uring_get_info(BDRVUringState *s, ImageInfoSpecificUring *info);
 
 #endif /* BLOCK_URING_H */

@@ -10,16 +10,17 @@
 #include <liburing.h>
 #include "qapi/error.h"
 #include "qemu/coroutine.h"
+#include "qemu/defer-call.h"
 #include "qemu/main-loop.h"
 #include "qemu/memalign.h"
 #include "block/aio.h"
+#include "block/uring-bufs.h"
 #include "block/uring-ring.h"
+#include "block/uring-sys.h"
 
 #define BUF_SIZE (64 * 1024)
 
 static AioContext *ctx;
-
-/* Fixed-buffer table */
 
 static QEMUIOVector *qiov_of(void *base, size_t len)
 {
@@ -31,88 +32,149 @@ static QEMUIOVector *qiov_of(void *base, size_t len)
     return &qiov;
 }
 
-static void test_bufs_split_and_lookup(void)
+/* The buffer table */
+
+static void test_bufs_generations(void)
 {
-    /* Fake host addresses: the table never dereferences them */
-    char *host = (char *)(uintptr_t)(1ULL << 40);
-    size_t size = 2 * URING_BUF_SLOT_MAX + 4096;
-    UringBufSlot *slots;
-    UringBufs bufs;
+    uint8_t *a = qemu_memalign(4096, BUF_SIZE);
+    uint8_t *b = qemu_memalign(4096, BUF_SIZE);
     struct iovec iov[2];
     QEMUIOVector two;
-    int n, a, b;
+    uint64_t g0, g1, g2, g3;
+    int slot_a, slot_b;
 
-    uring_bufs_init(&bufs);
-    n = uring_bufs_reserve(&bufs, host, size, &slots);
-    g_assert_cmpint(n, ==, 3);
-    g_assert_cmpuint(slots[2].len, ==, 4096);
+    uring_bufs_ref(&error_abort);
+    g0 = uring_bufs_generation();
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(a, 512), g0), ==, -1);
 
-    /* Reserved but not published: invisible */
-    g_assert_cmpint(uring_bufs_lookup(&bufs, qiov_of(host, 512)), ==,
-                    URING_NO_BUF);
-    uring_bufs_publish(&bufs, slots, n);
-    g_free(slots);
-
-    a = uring_bufs_lookup(&bufs, qiov_of(host, 512));
-    b = uring_bufs_lookup(&bufs, qiov_of(host + URING_BUF_SLOT_MAX, 512));
-    g_assert_cmpint(a, !=, URING_NO_BUF);
-    g_assert_cmpint(b, !=, URING_NO_BUF);
-    g_assert_cmpint(a, !=, b);
-
-    /* Ends exactly at the end of a slot */
-    g_assert_cmpint(uring_bufs_lookup(&bufs,
-                        qiov_of(host + URING_BUF_SLOT_MAX - 512, 512)), ==, a);
-
-    /* Crossing a slot boundary cannot use one fixed buffer */
-    g_assert_cmpint(uring_bufs_lookup(&bufs,
-                        qiov_of(host + URING_BUF_SLOT_MAX - 512, 1024)), ==,
-                    URING_NO_BUF);
-
-    /* Several iovecs in one slot are fine, across slots they are not */
-    iov[0] = (struct iovec) { host, 512 };
-    iov[1] = (struct iovec) { host + 8192, 512 };
-    qemu_iovec_init_external(&two, iov, 2);
-    g_assert_cmpint(uring_bufs_lookup(&bufs, &two), ==, a);
-    iov[1].iov_base = host + URING_BUF_SLOT_MAX;
-    g_assert_cmpint(uring_bufs_lookup(&bufs, &two), ==, URING_NO_BUF);
-
-    /* Outside everything */
-    g_assert_cmpint(uring_bufs_lookup(&bufs, qiov_of(host - 4096, 512)), ==,
-                    URING_NO_BUF);
-    g_assert_cmpint(uring_bufs_lookup(&bufs, qiov_of(host + size, 512)), ==,
-                    URING_NO_BUF);
-
-    /* Registering the same memory again is a no-op */
-    g_assert_cmpint(uring_bufs_reserve(&bufs, host, size, &slots), ==, 0);
-
-    /* Unknown ranges are ignored, known ones disappear with all slots */
-    g_assert_cmpint(uring_bufs_unpublish(&bufs, host - 8192, 4096, &slots),
+    g_assert_cmpint(uring_bufs_register(a, BUF_SIZE, true),
                     ==, 0);
-    n = uring_bufs_unpublish(&bufs, host, size, &slots);
-    g_assert_cmpint(n, ==, 3);
-    uring_bufs_unreserve(&bufs, slots, n);
-    g_assert_cmpint(uring_bufs_lookup(&bufs, qiov_of(host, 512)), ==,
-                    URING_NO_BUF);
-    g_assert_cmpuint(bufs.bytes, ==, 0);
+    g1 = uring_bufs_generation();
+    g_assert_cmpuint(g1, >, g0);
+    slot_a = uring_bufs_lookup(qiov_of(a, 512), g1);
+    g_assert_cmpint(slot_a, >=, 0);
+    g_assert_cmpint(slot_a, !=, uring_bufs_bounce_index());
 
-    /* Indices are reused after unreserve */
-    n = uring_bufs_reserve(&bufs, host, 4096, &slots);
-    g_assert_cmpint(n, ==, 1);
-    g_assert_cmpint(slots[0].index, ==, 0);
-    uring_bufs_unreserve(&bufs, slots, n);
+    /* A ring of an older generation does not hold it */
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(a, 512), g0), ==, -1);
 
+    /* Ends exactly at the end, or crosses it */
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(a + BUF_SIZE - 512, 512), g1),
+                    ==, slot_a);
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(a + BUF_SIZE - 512, 1024),
+                                      g1), ==, -1);
+
+    g_assert_cmpint(uring_bufs_register(b, BUF_SIZE, true),
+                    ==, 0);
+    g2 = uring_bufs_generation();
+    slot_b = uring_bufs_lookup(qiov_of(b, 512), g2);
+    g_assert_cmpint(slot_b, >=, 0);
+    g_assert_cmpint(slot_b, !=, slot_a);
+
+    /* Several iovecs must lie in one buffer */
+    iov[0] = (struct iovec) { a, 512 };
+    iov[1] = (struct iovec) { a + 8192, 512 };
+    qemu_iovec_init_external(&two, iov, 2);
+    g_assert_cmpint(uring_bufs_lookup(&two, g2), ==, slot_a);
+    iov[1].iov_base = b;
+    g_assert_cmpint(uring_bufs_lookup(&two, g2), ==, -1);
+
+    /* Registrations are counted */
+    g_assert_cmpint(uring_bufs_register(a, BUF_SIZE, true),
+                    ==, 0);
+    uring_bufs_unregister(a, BUF_SIZE);
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(a, 512), g2), ==, slot_a);
+    g_assert_cmpint(uring_bufs_state(a), ==, 1);
+
+    /* The last one goes: so does the memory, for every generation */
+    uring_bufs_unregister(a, BUF_SIZE);
+    g3 = uring_bufs_generation();
+    g_assert_cmpuint(g3, >, g2);
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(a, 512), g3), ==, -1);
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(a, 512), g2), ==, -1);
+    g_assert_cmpint(uring_bufs_state(a), ==, -ENOENT);
+
+    /* Unknown memory is ignored */
+    uring_bufs_unregister(a + 4096, 4096);
+    uring_bufs_unregister(b, BUF_SIZE);
+    uring_bufs_unref();
     drain_call_rcu();
-    uring_bufs_cleanup(&bufs);
+    qemu_vfree(a);
+    qemu_vfree(b);
 }
 
-/* Ring engine, on a temporary file in the main loop */
+typedef struct BounceCo {
+    void *buf;
+    size_t len;
+    bool done;
+} BounceCo;
+
+static void coroutine_fn bounce_get_entry(void *opaque)
+{
+    BounceCo *bc = opaque;
+
+    bc->buf = uring_bufs_co_bounce_get(4096, &bc->len);
+    bc->done = true;
+}
+
+static void coroutine_fn bounce_put_entry(void *opaque)
+{
+    BounceCo *bc = opaque;
+
+    uring_bufs_co_bounce_put(bc->buf, bc->len);
+    bc->done = true;
+}
+
+static void bounce_run(CoroutineEntry *entry, BounceCo *bc)
+{
+    bc->done = false;
+    aio_co_enter(ctx, qemu_coroutine_create(entry, bc));
+}
+
+/* A full bounce buffer makes requests wait, and its release wakes them */
+static void test_bufs_bounce_wait(void)
+{
+    BounceCo all[1024], waiter;
+    UringBufsInfo info;
+    unsigned i, n = 0;
+
+    uring_bufs_ref(&error_abort);
+    uring_bufs_get_info(&info);
+    g_assert_cmpuint(info.bounce_bytes, >=, 4096);
+
+    /* Take every page */
+    do {
+        bounce_run(bounce_get_entry, &all[n]);
+        g_assert(all[n].done);
+        g_assert_cmpuint(all[n].len, ==, 4096);
+    } while (++n < info.bounce_bytes / 4096);
+
+    bounce_run(bounce_get_entry, &waiter);
+    g_assert(!waiter.done);
+
+    bounce_run(bounce_put_entry, &all[0]);
+    while (!waiter.done) {
+        aio_poll(ctx, true);
+    }
+    g_assert(waiter.buf == all[0].buf);
+    uring_bufs_get_info(&info);
+    g_assert_cmpuint(info.bounce_waits, >=, 1);
+
+    bounce_run(bounce_put_entry, &waiter);
+    for (i = 1; i < n; i++) {
+        bounce_run(bounce_put_entry, &all[i]);
+    }
+    uring_bufs_unref();
+}
+
+/* The ring engine, on a temporary file in the main loop */
 
 typedef struct {
     UringRing *r;
     bool is_write;
     uint64_t offset;
     QEMUIOVector qiov;
-    int buf_index;
+    unsigned buf_index;
     int ret;
     bool done;
 } RwCo;
@@ -128,27 +190,39 @@ static void coroutine_fn rw_co_entry(void *opaque)
 
 static void rw_start(RwCo *rw)
 {
-    Coroutine *co = qemu_coroutine_create(rw_co_entry, rw);
-
     rw->done = false;
-    aio_co_enter(ctx, co);
+    aio_co_enter(ctx, qemu_coroutine_create(rw_co_entry, rw));
 }
 
-static UringRing *ring_new(int fd, unsigned entries, void *buf, size_t len)
+static void rw_wait(RwCo *rw)
+{
+    while (!rw->done) {
+        aio_poll(ctx, true);
+    }
+}
+
+/* A ring holding the table as it is now */
+static UringRing *ring_new(int fd, unsigned entries, uint64_t *generation)
 {
     UringRingConfig cfg = {
         .entries = entries,
         .fd = fd,
-        .buf_slots = 4,
         .sqpoll_cpu = -1,
         .attach_wq_fd = -1,
+        .single_submitter = true,
     };
-    UringRing *r = uring_ring_new(ctx, &cfg, &error_abort);
+    UringBufsSnapshot snap;
+    UringRing *r;
 
-    if (buf) {
-        g_assert_cmpint(uring_ring_update_buf(r, 2, buf, len), ==, 0);
+    uring_bufs_snapshot_begin(&snap);
+    cfg.bufs_ring_fd = snap.ring_fd;
+    cfg.bufs = snap.iov;
+    cfg.nr_bufs = snap.nr_iov;
+    r = uring_ring_new(ctx, &cfg, &error_abort);
+    if (generation) {
+        *generation = snap.generation;
     }
-    g_assert_cmpint(uring_ring_start(r, &error_abort), ==, 0);
+    uring_bufs_snapshot_end(&snap);
     return r;
 }
 
@@ -163,134 +237,269 @@ static int tmp_file(size_t size)
     return fd;
 }
 
-static void test_ring_rw_fixed_and_plain(void)
+static void test_ring_rw_fixed(void)
 {
     int fd = tmp_file(4 * BUF_SIZE);
     uint8_t *buf = qemu_memalign(4096, 2 * BUF_SIZE);
-    UringRing *r = ring_new(fd, 8, buf, BUF_SIZE);
-    UringRingStats st;
-    RwCo rw = { .r = r };
     uint8_t check[BUF_SIZE];
+    UringRingStats st;
+    RwCo rw = { 0 };
+    uint64_t generation;
+    int slot;
 
-    /* Fixed write from slot 2, plain read into unregistered memory */
+    uring_bufs_ref(&error_abort);
+    g_assert_cmpint(uring_bufs_register(buf, BUF_SIZE, true),
+                    ==, 0);
+    rw.r = ring_new(fd, 8, &generation);
+    slot = uring_bufs_lookup(qiov_of(buf, BUF_SIZE), generation);
+    g_assert_cmpint(slot, >=, 0);
+
     memset(buf, 0x5a, BUF_SIZE);
     qemu_iovec_init_buf(&rw.qiov, buf, BUF_SIZE);
     rw.is_write = true;
     rw.offset = BUF_SIZE;
-    rw.buf_index = 2;
+    rw.buf_index = slot;
     rw_start(&rw);
-    while (!rw.done) {
-        aio_poll(ctx, true);
-    }
+    rw_wait(&rw);
     g_assert_cmpint(rw.ret, ==, 0);
     g_assert(pread(fd, check, BUF_SIZE, BUF_SIZE) == BUF_SIZE);
     g_assert(check[0] == 0x5a && check[BUF_SIZE - 1] == 0x5a);
 
-    qemu_iovec_init_buf(&rw.qiov, buf + BUF_SIZE, BUF_SIZE);
+    memset(buf, 0, BUF_SIZE);
     rw.is_write = false;
-    rw.buf_index = URING_NO_BUF;
     rw_start(&rw);
-    while (!rw.done) {
-        aio_poll(ctx, true);
-    }
+    rw_wait(&rw);
     g_assert_cmpint(rw.ret, ==, 0);
-    g_assert(buf[BUF_SIZE] == 0x5a);
+    g_assert(buf[0] == 0x5a && buf[BUF_SIZE - 1] == 0x5a);
 
-    /* The kernel checks fixed-buffer bounds: outside slot 2 is -EFAULT */
+    /* The kernel checks the bounds of the fixed buffer */
     qemu_iovec_init_buf(&rw.qiov, buf + BUF_SIZE, 4096);
-    rw.buf_index = 2;
     rw_start(&rw);
-    while (!rw.done) {
-        aio_poll(ctx, true);
-    }
+    rw_wait(&rw);
     g_assert_cmpint(rw.ret, ==, -EFAULT);
 
-    uring_ring_get_stats(r, &st);
-    g_assert_cmpuint(st.fixed_requests, ==, 2);
-    g_assert_cmpuint(st.plain_requests, ==, 1);
+    uring_ring_get_stats(rw.r, &st);
+    g_assert_cmpuint(st.rw_requests, ==, 3);
 
-    uring_ring_free(r);
+    uring_ring_free(rw.r);
+    uring_bufs_unregister(buf, BUF_SIZE);
+    uring_bufs_unref();
     qemu_vfree(buf);
     close(fd);
 }
 
+/* Once enabled, a ring refuses every register call, with real arguments */
+static void test_ring_register_refused(void)
+{
+    int fd = tmp_file(4096);
+    uint8_t *buf = qemu_memalign(4096, 4096);
+    struct iovec iov = { .iov_base = buf, .iov_len = 4096 };
+    struct io_uring other;
+    UringRing *r;
+    int ring_fd;
+
+    uring_bufs_ref(&error_abort);
+    r = ring_new(fd, 4, NULL);
+    ring_fd = uring_ring_fd(r);
+    g_assert_cmpint(io_uring_queue_init(1, &other, 0), ==, 0);
+    g_assert_cmpint(io_uring_register_buffers(&other, &iov, 1), ==, 0);
+
+    g_assert_cmpint(uring_sys_register(ring_fd, IORING_REGISTER_FILES_UPDATE,
+                                       &(struct io_uring_files_update) {
+                                           .fds = (uintptr_t)&fd,
+                                       }, 1), ==, -EACCES);
+    g_assert_cmpint(uring_sys_register(ring_fd,
+                                       IORING_REGISTER_BUFFERS_UPDATE,
+                                       &(struct io_uring_rsrc_update2) {
+                                           .data = (uintptr_t)&iov,
+                                           .nr = 1,
+                                       }, sizeof(struct io_uring_rsrc_update2)),
+                    ==, -EACCES);
+    g_assert_cmpint(uring_sys_clone_buffers(ring_fd, other.ring_fd), ==,
+                    -EACCES);
+    g_assert_cmpint(uring_sys_register(ring_fd, IORING_UNREGISTER_FILES,
+                                       NULL, 0), ==, -EACCES);
+
+    io_uring_queue_exit(&other);
+    uring_ring_free(r);
+    uring_bufs_unref();
+    qemu_vfree(buf);
+    close(fd);
+}
+
+/* Requests go through the bounce buffer, which every ring holds */
 static void test_ring_read_past_eof(void)
 {
     int fd = tmp_file(4096);
-    uint8_t *buf = qemu_memalign(4096, 8192);
-    UringRing *r = ring_new(fd, 4, NULL, 0);
-    RwCo rw = { .r = r, .buf_index = URING_NO_BUF };
+    uint8_t *buf;
+    size_t len;
+    UringRing *r;
+    RwCo rw = { 0 };
+    BounceCo bc;
+
+    uring_bufs_ref(&error_abort);
+    r = ring_new(fd, 4, NULL);
+    bounce_run(bounce_get_entry, &bc);
+    g_assert(bc.done);
+    buf = bc.buf;
+    len = bc.len;
+    g_assert_cmpuint(len, ==, 4096);
 
     g_assert(pwrite(fd, "abc", 3, 0) == 3);
-    memset(buf, 0xff, 8192);
-    qemu_iovec_init_buf(&rw.qiov, buf, 8192);
+    memset(buf, 0xff, len);
+    rw = (RwCo) { .r = r, .buf_index = uring_bufs_bounce_index() };
+    qemu_iovec_init_buf(&rw.qiov, buf, len);
+    rw.offset = 2048;
     rw_start(&rw);
-    while (!rw.done) {
-        aio_poll(ctx, true);
-    }
+    rw_wait(&rw);
     /* The short read is continued, and what lies past EOF reads as 0 */
     g_assert_cmpint(rw.ret, ==, 0);
-    g_assert(memcmp(buf, "abc", 3) == 0);
-    g_assert(buf[3] == 0 && buf[8191] == 0);
+    g_assert(buf[0] == 0 && buf[len - 1] == 0);
 
+    rw.offset = 0;
+    rw_start(&rw);
+    rw_wait(&rw);
+    g_assert_cmpint(rw.ret, ==, 0);
+    g_assert(memcmp(buf, "abc", 3) == 0);
+
+    bounce_run(bounce_put_entry, &bc);
     uring_ring_free(r);
-    qemu_vfree(buf);
+    uring_bufs_unref();
     close(fd);
 }
 
 /* More requests than the SQ and CQ hold: they wait, none is dropped */
+static void run_many_writes(UringRing *r, int fd, uint8_t *buf,
+                            unsigned slot, unsigned n)
+{
+    RwCo *rw = g_new0(RwCo, n);
+    bool all_done;
+    unsigned i;
+
+    /* All in one submission, as a virtqueue notification does */
+    defer_call_begin();
+    for (i = 0; i < n; i++) {
+        memset(buf + i * 4096, i, 4096);
+        rw[i] = (RwCo) {
+            .r = r, .is_write = true, .offset = i * 4096, .buf_index = slot,
+        };
+        qemu_iovec_init_buf(&rw[i].qiov, buf + i * 4096, 4096);
+        rw_start(&rw[i]);
+    }
+    defer_call_end();
+    do {
+        aio_poll(ctx, true);
+        all_done = true;
+        for (i = 0; i < n; i++) {
+            all_done &= rw[i].done;
+        }
+    } while (!all_done);
+
+    for (i = 0; i < n; i++) {
+        uint8_t b;
+
+        g_assert_cmpint(rw[i].ret, ==, 0);
+        g_assert(pread(fd, &b, 1, i * 4096 + 100) == 1);
+        g_assert_cmpint(b, ==, i & 0xff);
+    }
+    g_free(rw);
+}
+
 static void test_ring_queue_full(void)
 {
     enum { N = 32 };
     int fd = tmp_file(N * 4096);
     uint8_t *buf = qemu_memalign(4096, N * 4096);
-    UringRing *r = ring_new(fd, 1, buf, N * 4096);
-    RwCo rw[N];
     UringRingStats st;
-    bool all_done;
-    int i;
+    UringRing *r;
+    uint64_t generation;
 
-    for (i = 0; i < N; i++) {
-        memset(buf + i * 4096, i, 4096);
-        rw[i] = (RwCo) {
-            .r = r, .is_write = true, .offset = i * 4096,
-            .buf_index = i % 2 ? 2 : URING_NO_BUF,
-        };
-        qemu_iovec_init_buf(&rw[i].qiov, buf + i * 4096, 4096);
-        rw_start(&rw[i]);
-    }
-    do {
-        aio_poll(ctx, true);
-        all_done = true;
-        for (i = 0; i < N; i++) {
-            all_done &= rw[i].done;
-        }
-    } while (!all_done);
-
-    for (i = 0; i < N; i++) {
-        uint8_t b;
-
-        g_assert_cmpint(rw[i].ret, ==, 0);
-        g_assert(pread(fd, &b, 1, i * 4096 + 100) == 1);
-        g_assert_cmpint(b, ==, i);
-    }
+    uring_bufs_ref(&error_abort);
+    g_assert_cmpint(uring_bufs_register(buf, N * 4096, true),
+                    ==, 0);
+    r = ring_new(fd, 1, &generation);
+    run_many_writes(r, fd, buf,
+                    uring_bufs_lookup(qiov_of(buf, 4096), generation), N);
     uring_ring_get_stats(r, &st);
     g_assert_cmpuint(st.queued, >, 0);
 
     uring_ring_free(r);
+    uring_bufs_unregister(buf, N * 4096);
+    uring_bufs_unref();
     qemu_vfree(buf);
     close(fd);
 }
 
-static bool io_uring_usable(void)
-{
-    struct io_uring ring;
+/*
+ * Failed submissions.  This io_uring_submit() takes the place of
+ * liburing's for the whole test program; it fails with @inject_err for
+ * @inject_count calls on the ring @inject_fd, after the kernel took nothing.
+ */
+static int inject_fd = -1;
+static int inject_err;
+static unsigned inject_count;
 
-    if (io_uring_queue_init(1, &ring, 0) < 0) {
+int io_uring_submit(struct io_uring *ring)
+{
+    if (ring->ring_fd == inject_fd && inject_count > 0) {
+        inject_count--;
+        return inject_err;
+    }
+    return io_uring_submit_and_wait(ring, 0);
+}
+
+static void test_ring_submit_errors(void)
+{
+    static const int errs[] = { -EAGAIN, -EBUSY, -ENOMEM, -EINTR };
+    enum { N = 16 };
+    int fd = tmp_file(N * 4096);
+    uint8_t *buf = qemu_memalign(4096, N * 4096);
+    UringRingStats st;
+    UringRing *r;
+    uint64_t generation;
+    unsigned i;
+
+    uring_bufs_ref(&error_abort);
+    g_assert_cmpint(uring_bufs_register(buf, N * 4096, true),
+                    ==, 0);
+    r = ring_new(fd, 4, &generation);
+    for (i = 0; i < ARRAY_SIZE(errs); i++) {
+        inject_fd = uring_ring_fd(r);
+        inject_err = errs[i];
+        inject_count = 3;
+        run_many_writes(r, fd, buf,
+                        uring_bufs_lookup(qiov_of(buf, 4096), generation), N);
+        g_assert_cmpuint(inject_count, ==, 0);
+    }
+    inject_fd = -1;
+    uring_ring_get_stats(r, &st);
+    g_assert_cmpuint(st.submit_retries, >=, 3 * ARRAY_SIZE(errs));
+
+    uring_ring_free(r);
+    uring_bufs_unregister(buf, N * 4096);
+    uring_bufs_unref();
+    qemu_vfree(buf);
+    close(fd);
+}
+
+/* Whether this kernel can make a disabled, restricted ring at all */
+static bool restricted_ring_usable(void)
+{
+    struct io_uring_params p = { .flags = IORING_SETUP_R_DISABLED };
+    struct io_uring_restriction res = {
+        .opcode = IORING_RESTRICTION_SQE_OP,
+        .sqe_op = IORING_OP_READ_FIXED,
+    };
+    struct io_uring ring;
+    int ret;
+
+    if (io_uring_queue_init_params(1, &ring, &p) < 0) {
         return false;
     }
+    ret = uring_sys_register(ring.ring_fd, IORING_REGISTER_RESTRICTIONS,
+                             &res, 1);
     io_uring_queue_exit(&ring);
-    return true;
+    return ret == 0;
 }
 
 int main(int argc, char **argv)
@@ -299,14 +508,19 @@ int main(int argc, char **argv)
     ctx = qemu_get_current_aio_context();
 
     g_test_init(&argc, &argv, NULL);
-    g_test_add_func("/uring/bufs/split-and-lookup", test_bufs_split_and_lookup);
-    if (io_uring_usable()) {
-        g_test_add_func("/uring/ring/rw-fixed-and-plain",
-                        test_ring_rw_fixed_and_plain);
+    if (restricted_ring_usable()) {
+        g_test_add_func("/uring/bufs/generations", test_bufs_generations);
+        g_test_add_func("/uring/bufs/bounce-wait", test_bufs_bounce_wait);
+        g_test_add_func("/uring/ring/rw-fixed", test_ring_rw_fixed);
+        g_test_add_func("/uring/ring/register-refused",
+                        test_ring_register_refused);
         g_test_add_func("/uring/ring/read-past-eof", test_ring_read_past_eof);
         g_test_add_func("/uring/ring/queue-full", test_ring_queue_full);
+        g_test_add_func("/uring/ring/submit-errors",
+                        test_ring_submit_errors);
     } else {
-        g_test_message("io_uring is not available: ring tests skipped");
+        g_test_message("this kernel cannot make restricted io_uring "
+                       "instances: tests skipped");
     }
     return g_test_run();
 }
