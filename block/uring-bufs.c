@@ -172,7 +172,7 @@ static bool uring_bufs_probe_sharing(UringBufs *b)
     if (ret < 0) {
         return false;
     }
-    ret = uring_sys_clone_buffers(probe.ring_fd, b->table.ring_fd);
+    ret = uring_sys_clone_buffers(&probe, b->table.ring_fd);
     io_uring_queue_exit(&probe);
     trace_uring_bufs_probe_sharing(ret);
     return ret == 0;
@@ -230,6 +230,27 @@ static bool uring_bufs_setup_bounce(UringBufs *b, Error **errp)
     return true;
 }
 
+/*
+ * The table's ring is never enabled, so it cannot submit anything.  Should
+ * it ever be, it would still have no file, and it allows nothing.
+ */
+static int uring_bufs_restrict_table(UringBufs *b)
+{
+    struct io_uring_restriction res[] = {
+        {
+            .opcode = IORING_RESTRICTION_SQE_FLAGS_REQUIRED,
+            .sqe_flags = IOSQE_FIXED_FILE,
+        },
+        {
+            .opcode = IORING_RESTRICTION_REGISTER_OP,
+            .register_op = IORING_REGISTER_ENABLE_RINGS,
+        },
+    };
+
+    return qemu_io_uring_register_restrictions(&b->table, res,
+                                               ARRAY_SIZE(res));
+}
+
 static bool uring_bufs_setup(UringBufs *b, Error **errp)
 {
     struct io_uring_params p = { .flags = IORING_SETUP_R_DISABLED };
@@ -252,6 +273,12 @@ static bool uring_bufs_setup(UringBufs *b, Error **errp)
         error_setg_errno(errp, -ret, "Failed to create an io_uring "
                          "fixed-buffer table (Linux 5.19 or later is "
                          "required)");
+        goto fail;
+    }
+    ret = uring_bufs_restrict_table(b);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Failed to install io_uring "
+                         "restrictions (Linux 5.10 or later is required)");
         goto fail;
     }
     if (!uring_bufs_setup_bounce(b, errp)) {

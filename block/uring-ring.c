@@ -53,7 +53,8 @@ struct UringRing {
     unsigned max_in_flight;     /* CQ size: never more CQEs than that */
     uint64_t locked_bytes;      /* uring_ring_memlock_estimate() */
     QSIMPLEQ_HEAD(, UringRequest) queued;   /* waiting for SQ space */
-    QEMUBH *retry_bh;           /* submission failed for lack of resources */
+    QemuThread owner;           /* runs @ctx: the only one to submit */
+    QEMUBH *submit_bh;          /* submission in @owner, or retried */
 
     /* Written in @ctx's thread, read anywhere */
     Stat64 rw_requests;
@@ -69,8 +70,11 @@ struct UringRing {
  * fixed buffer, which the kernel bounds-checks against the table, so that
  * the ring cannot move data to or from any other memory of the process.
  * The vectored fixed-buffer opcodes are added where the kernel has them.
- * No register opcode is listed, so after enable the kernel refuses all of
- * them: the file and buffer tables are frozen.
+ *
+ * The only register opcode listed is IORING_REGISTER_ENABLE_RINGS, which
+ * fails on an enabled ring: the file and buffer tables are frozen.  It is
+ * listed because Linux 7.0 restricts register calls only when the list
+ * names one (before, any restriction restricted both kinds).
  */
 static const uint8_t uring_allowed_sqe_ops[] = {
     IORING_OP_READ_FIXED,       /* into one fixed buffer */
@@ -80,7 +84,7 @@ static const uint8_t uring_allowed_sqe_ops[] = {
 
 static int uring_ring_restrict(UringRing *r)
 {
-    struct io_uring_restriction res[ARRAY_SIZE(uring_allowed_sqe_ops) + 3] = {};
+    struct io_uring_restriction res[ARRAY_SIZE(uring_allowed_sqe_ops) + 4] = {};
     unsigned n = 0;
     unsigned i;
 
@@ -97,15 +101,15 @@ static int uring_ring_restrict(UringRing *r)
     /* Only the registered image: no fd numbers from the SQE */
     res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_REQUIRED;
     res[n++].sqe_flags = IOSQE_FIXED_FILE;
+    res[n].opcode = IORING_RESTRICTION_REGISTER_OP;
+    res[n++].register_op = IORING_REGISTER_ENABLE_RINGS;
 
-    return uring_sys_register(r->ring.ring_fd, IORING_REGISTER_RESTRICTIONS,
-                              res, n);
+    return qemu_io_uring_register_restrictions(&r->ring, res, n);
 }
 
 static int uring_ring_enable(UringRing *r)
 {
-    return uring_sys_register(r->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
-                              NULL, 0);
+    return qemu_io_uring_enable_rings(&r->ring);
 }
 
 /* Whether the kernel has READV_FIXED and WRITEV_FIXED (Linux 6.15) */
@@ -189,13 +193,16 @@ static int uring_ring_create(UringRing *r, const UringRingConfig *cfg)
             p.flags |= IORING_SETUP_ATTACH_WQ;
             p.wq_fd = cfg->attach_wq_fd;
         }
-    } else if (cfg->single_submitter) {
+    } else {
         /*
          * Completions from io-wq workers and from interrupts are posted by
          * task work in the submitting thread.  By default each one
          * interrupts the thread with an IPI even while it is busy; with
          * COOP_TASKRUN the work waits for the thread's next system call,
          * and TASKRUN_FLAG shows polling that it is pending (Linux 5.19).
+         * That is right because the submitting thread is always the one
+         * that runs the AioContext and polls the ring, never a vCPU thread
+         * (see uring_ring_submit()).
          */
         p.flags |= IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     }
@@ -224,7 +231,7 @@ static int uring_ring_add_buffers(UringRing *r, const UringRingConfig *cfg,
     int ret;
 
     if (cfg->bufs_ring_fd >= 0) {
-        ret = uring_sys_clone_buffers(r->ring.ring_fd, cfg->bufs_ring_fd);
+        ret = uring_sys_clone_buffers(&r->ring, cfg->bufs_ring_fd);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "Failed to clone io_uring fixed "
                              "buffers");
@@ -313,7 +320,7 @@ static bool uring_ring_poll_cb(void *opaque)
            (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
-static void uring_ring_retry_bh(void *opaque);
+static void uring_ring_submit_bh(void *opaque);
 
 /*
  * Create, restrict and enable a ring for @ctx, and start reaping its
@@ -333,7 +340,8 @@ UringRing *uring_ring_new(AioContext *ctx, const UringRingConfig *cfg,
         g_free(r);
         return NULL;
     }
-    r->retry_bh = aio_bh_new(ctx, uring_ring_retry_bh, r);
+    qemu_thread_get_self(&r->owner);
+    r->submit_bh = aio_bh_new(ctx, uring_ring_submit_bh, r);
     aio_set_fd_handler(ctx, r->ring.ring_fd, uring_ring_completion_cb,
                        NULL, uring_ring_poll_cb, uring_ring_completion_cb, r);
     trace_uring_ring_new(r, ctx, cfg->entries, cfg->sqpoll,
@@ -355,7 +363,7 @@ void uring_ring_free(UringRing *r)
     assert(uring_ring_is_idle(r));
     trace_uring_ring_free(r);
     aio_set_fd_handler(r->ctx, r->ring.ring_fd, NULL, NULL, NULL, NULL, NULL);
-    qemu_bh_delete(r->retry_bh);
+    qemu_bh_delete(r->submit_bh);
     io_uring_queue_exit(&r->ring);
     qatomic_sub(&uring_ring_locked_bytes, r->locked_bytes);
     g_free(r);
@@ -374,6 +382,12 @@ bool uring_ring_has_sqpoll(UringRing *r)
 bool uring_ring_has_vectored_fixed(UringRing *r)
 {
     return r->vectored_fixed;
+}
+
+/* Whether the current thread is the one that runs the ring's AioContext */
+bool uring_ring_in_owner(UringRing *r)
+{
+    return qemu_thread_is_self(&r->owner);
 }
 
 /* May be called from any thread */
@@ -450,6 +464,11 @@ static void uring_ring_fill_sq(UringRing *r)
 /*
  * Hand the prepared SQEs to the kernel (or to the SQ thread).
  *
+ * A vCPU thread that issues requests in the main loop's AioContext (IDE,
+ * AHCI, NVMe emulation, virtio without ioeventfd), holding the BQL, only
+ * fills the SQ: the main loop's thread enters the kernel, from a BH, so
+ * that completion task work (COOP_TASKRUN) is for that thread.
+ *
  * io_uring_submit() first publishes the SQEs in the shared SQ ring, so when
  * the system call fails they stay there and the next io_uring_enter() takes
  * them.  The errors that say so (no memory for the requests now, CQ
@@ -463,6 +482,10 @@ static void uring_ring_submit(UringRing *r)
 
     uring_ring_fill_sq(r);
     if (!io_uring_sq_ready(&r->ring)) {
+        return;
+    }
+    if (!r->sqpoll && !qemu_thread_is_self(&r->owner)) {
+        qemu_bh_schedule(r->submit_bh);
         return;
     }
     if (r->sqpoll) {
@@ -487,15 +510,15 @@ static void uring_ring_submit(UringRing *r)
          * io_uring_enter().
          */
         stat64_add(&r->submit_retries, 1);
-        qemu_bh_schedule(r->retry_bh);
+        qemu_bh_schedule(r->submit_bh);
     }
 }
 
-static void uring_ring_retry_bh(void *opaque)
+static void uring_ring_submit_bh(void *opaque)
 {
     UringRing *r = opaque;
 
-    trace_uring_ring_submit_retry(r);
+    trace_uring_ring_submit_bh(r);
     uring_ring_process_completions(r);
 }
 

@@ -31,10 +31,13 @@
  *
  * A ring whose file or buffers must change is replaced by a new one.
  *
- * Threading: a ring is created, used and freed in the thread of its
- * AioContext.  Only uring_ring_get_stats() may be called from elsewhere.
- * Completions are reaped when the ring fd polls readable, or by the
- * AioContext's adaptive polling.
+ * Threading: a ring is created, used and freed in its AioContext, by the
+ * thread that runs it.  In the main loop's AioContext, vCPU threads that
+ * hold the BQL also issue requests: only the creating thread enters the
+ * kernel to submit, the others hand their requests over through a BH.
+ * Only uring_ring_get_stats() may be called from elsewhere.  Completions
+ * are reaped when the ring fd polls readable, or by the AioContext's
+ * adaptive polling.
  */
 
 typedef struct UringRing UringRing;
@@ -57,12 +60,6 @@ typedef struct UringRingConfig {
     unsigned sqpoll_idle_ms;
     int attach_wq_fd;           /* share this ring's SQ thread, or -1 */
 
-    /*
-     * Only the creating thread ever submits (an IOThread): completion work
-     * may then wait for that thread's next system call (COOP_TASKRUN).
-     * Rings that vCPU threads submit to under the BQL must not use it.
-     */
-    bool single_submitter;
 } UringRingConfig;
 
 typedef struct UringRingStats {
@@ -81,6 +78,7 @@ bool uring_ring_is_idle(UringRing *r);
 int uring_ring_fd(UringRing *r);
 bool uring_ring_has_sqpoll(UringRing *r);
 bool uring_ring_has_vectored_fixed(UringRing *r);
+bool uring_ring_in_owner(UringRing *r);
 void uring_ring_get_stats(UringRing *r, UringRingStats *stats);
 uint64_t uring_ring_memlock_bytes(void);
 

@@ -895,7 +895,12 @@ static void uring_ctx_ring_get(UringCtxRing *cr)
 {
     if (cr->users == 0 && !cr->retired_ring &&
         uring_ctx_ring_is_stale(cr)) {
-        uring_ctx_ring_refresh(cr);
+        if (uring_ring_in_owner(cr->ring)) {
+            uring_ctx_ring_refresh(cr);
+        } else {
+            /* A vCPU thread: the main loop's thread makes the new ring */
+            qemu_bh_schedule(cr->refresh_bh);
+        }
     }
     cr->users++;
 }

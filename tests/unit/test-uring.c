@@ -20,6 +20,15 @@
 
 #define BUF_SIZE (64 * 1024)
 
+/* io_uring_register() on a ring we only have the fd of */
+static int ring_fd_register(int fd, unsigned opcode, void *arg,
+                            unsigned nr_args)
+{
+    long ret = syscall(__NR_io_uring_register, fd, opcode, arg, nr_args);
+
+    return ret < 0 ? -errno : ret;
+}
+
 static AioContext *ctx;
 
 static QEMUIOVector *qiov_of(void *base, size_t len)
@@ -209,7 +218,6 @@ static UringRing *ring_new(int fd, unsigned entries, uint64_t *generation)
         .fd = fd,
         .sqpoll_cpu = -1,
         .attach_wq_fd = -1,
-        .single_submitter = true,
     };
     UringBufsSnapshot snap;
     UringRing *r;
@@ -304,20 +312,22 @@ static void test_ring_register_refused(void)
     g_assert_cmpint(io_uring_queue_init(1, &other, 0), ==, 0);
     g_assert_cmpint(io_uring_register_buffers(&other, &iov, 1), ==, 0);
 
-    g_assert_cmpint(uring_sys_register(ring_fd, IORING_REGISTER_FILES_UPDATE,
+    g_assert_cmpint(ring_fd_register(ring_fd, IORING_REGISTER_FILES_UPDATE,
                                        &(struct io_uring_files_update) {
                                            .fds = (uintptr_t)&fd,
                                        }, 1), ==, -EACCES);
-    g_assert_cmpint(uring_sys_register(ring_fd,
+    g_assert_cmpint(ring_fd_register(ring_fd,
                                        IORING_REGISTER_BUFFERS_UPDATE,
                                        &(struct io_uring_rsrc_update2) {
                                            .data = (uintptr_t)&iov,
                                            .nr = 1,
                                        }, sizeof(struct io_uring_rsrc_update2)),
                     ==, -EACCES);
-    g_assert_cmpint(uring_sys_clone_buffers(ring_fd, other.ring_fd), ==,
-                    -EACCES);
-    g_assert_cmpint(uring_sys_register(ring_fd, IORING_UNREGISTER_FILES,
+    g_assert_cmpint(ring_fd_register(ring_fd, URING_REGISTER_CLONE_BUFFERS,
+                                     &(UringCloneBuffers) {
+                                         .src_fd = other.ring_fd,
+                                     }, 1), ==, -EACCES);
+    g_assert_cmpint(ring_fd_register(ring_fd, IORING_UNREGISTER_FILES,
                                        NULL, 0), ==, -EACCES);
 
     io_uring_queue_exit(&other);
@@ -496,8 +506,7 @@ static bool restricted_ring_usable(void)
     if (io_uring_queue_init_params(1, &ring, &p) < 0) {
         return false;
     }
-    ret = uring_sys_register(ring.ring_fd, IORING_REGISTER_RESTRICTIONS,
-                             &res, 1);
+    ret = qemu_io_uring_register_restrictions(&ring, &res, 1);
     io_uring_queue_exit(&ring);
     return ret == 0;
 }
