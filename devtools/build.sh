@@ -76,7 +76,8 @@ else
     )
     # Unit tests and qtests the series adds (when the tree has them).
     for t in $(cd "$tree" &&
-               ls tests/unit/test-uring*.c tests/qtest/*uring*-test.c \
+               ls tests/unit/test-uring*.c tests/unit/test-fdmon-io_uring.c \
+                  tests/qtest/*uring*-test.c \
                   2>/dev/null); do
         targets+=("${t%.c}")
     done

@@ -7,7 +7,8 @@
 #
 #   build     devtools/build.sh
 #   qos-test  the virtio-blk paths of upstream's qos-test, one by one
-#   unit      test-aio, test-block-iothread, the series' test-uring*
+#   unit      test-aio, test-block-iothread, the series' test-fdmon-io_uring
+#             and test-uring*
 #   qtest     the series' tests/qtest/*uring*-test
 #   iotests   check -raw -file: devtools/iotests-upstream.list and the
 #             series' tests/qemu-iotests/tests/uring-*
@@ -75,7 +76,8 @@ done
 group_end
 
 group_start unit
-for t in tests/unit/test-aio tests/unit/test-block-iothread tests/unit/test-uring*; do
+for t in tests/unit/test-aio tests/unit/test-block-iothread \
+         tests/unit/test-fdmon-io_uring tests/unit/test-uring*; do
     [ -f "$t" ] && [ -x "$t" ] || continue
     run_gtest "unit/${t##*/}" "$t"
 done
