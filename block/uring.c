@@ -912,57 +912,69 @@ static void uring_ctx_ring_put(UringCtxRing *cr)
     }
 }
 
+/*
+ * The ring for a request of the current coroutine, which has entered the
+ * driver.  If the current AioContext has none (no device announced it),
+ * the coroutine moves to the node's home context; uring_co_leave() moves
+ * it back to *@moved_from.
+ */
+static UringCtxRing *coroutine_fn uring_co_enter(BDRVUringState *s,
+                                                 AioContext **moved_from)
+{
+    AioContext *ctx = qemu_get_current_aio_context();
+    AioContext *home = bdrv_get_aio_context(s->bs);
+    UringCtxRing *cr = uring_current_ring(s, ctx);
+
+    *moved_from = NULL;
+    if (!cr && ctx != home) {
+        stat64_add(&s->rehomed_requests, 1);
+        aio_co_reschedule_self(home);
+        *moved_from = ctx;
+        cr = uring_current_ring(s, home);
+    }
+    if (cr) {
+        uring_ctx_ring_get(cr);
+    }
+    return cr;
+}
+
+static void coroutine_fn uring_co_leave(UringCtxRing *cr,
+                                        AioContext *moved_from)
+{
+    if (cr) {
+        uring_ctx_ring_put(cr);
+    }
+    if (moved_from) {
+        aio_co_reschedule_self(moved_from);
+    }
+}
+
 int coroutine_fn uring_co_prw(BDRVUringState *s, uint64_t offset,
                               QEMUIOVector *qiov, bool is_write,
                               bool mem_aligned, BdrvRequestFlags flags)
 {
-    AioContext *ctx = qemu_get_current_aio_context();
-    AioContext *home;
-    UringCtxRing *cr = uring_current_ring(s, ctx);
-    int ret;
+    AioContext *moved_from;
+    UringCtxRing *cr = uring_co_enter(s, &moved_from);
+    int ret = -EIO;
 
     if (cr) {
-        uring_ctx_ring_get(cr);
         ret = uring_ctx_ring_co_prw(s, cr, offset, qiov, is_write,
                                     mem_aligned, flags & BDRV_REQ_FUA);
-        uring_ctx_ring_put(cr);
-        return ret;
     }
-
-    home = bdrv_get_aio_context(s->bs);
-    if (ctx == home) {
-        return -EIO;
-    }
-    /* No ring here: no device announced this context */
-    stat64_add(&s->rehomed_requests, 1);
-    aio_co_reschedule_self(home);
-    ret = uring_co_prw(s, offset, qiov, is_write, mem_aligned, flags);
-    aio_co_reschedule_self(ctx);
+    uring_co_leave(cr, moved_from);
     return ret;
 }
 
 int coroutine_fn uring_co_flush(BDRVUringState *s)
 {
-    AioContext *ctx = qemu_get_current_aio_context();
-    AioContext *home;
-    UringCtxRing *cr = uring_current_ring(s, ctx);
-    int ret;
+    AioContext *moved_from;
+    UringCtxRing *cr = uring_co_enter(s, &moved_from);
+    int ret = -EIO;
 
     if (cr) {
-        uring_ctx_ring_get(cr);
         ret = uring_ring_co_flush(cr->ring);
-        uring_ctx_ring_put(cr);
-        return ret;
     }
-
-    home = bdrv_get_aio_context(s->bs);
-    if (ctx == home) {
-        return -EIO;
-    }
-    stat64_add(&s->rehomed_requests, 1);
-    aio_co_reschedule_self(home);
-    ret = uring_co_flush(s);
-    aio_co_reschedule_self(ctx);
+    uring_co_leave(cr, moved_from);
     return ret;
 }
 

@@ -36,17 +36,11 @@ format_patch() {
             --no-signature --no-stat -N "$@"
 }
 
-# The old series: patch names, their subjects, their new files.
-old_patch=() old_subject=() old_files=()
+# The old series: patch names and their new files.
+old_patch=() old_files=()
 while read -r p files; do
     old_patch+=("$p")
     old_files+=("$files")
-    s=""
-    if [ -f "$top/patches/$p" ]; then
-        git mailinfo "$tmp/m" "$tmp/d" <"$top/patches/$p" >"$tmp/info" &&
-            s=$(sed -n 's/^Subject: //p' "$tmp/info")
-    fi
-    old_subject+=("$s")
 done < <(series_entries)
 
 # The new files of each commit, and of the whole series.
@@ -135,13 +129,9 @@ for i in "${!commits[@]}"; do
                tgit hash-object -t commit -w --stdin)
     format_patch --stdout -1 "$stripped" >"$tmp/patch"
 
-    subject=$(tgit log -1 --format=%s "$c")
-    if [ "$i" -lt "${#old_patch[@]}" ] && [ "${old_subject[$i]}" = "$subject" ]; then
-        name=${old_patch[$i]}
-    else
-        name=$(basename "$(format_patch -1 --start-number=$((i + 1)) \
-                           -o "$tmp/names" "$stripped")")
-    fi
+    # Named after its position and subject, so patches/ sorts in order
+    name=$(basename "$(format_patch -1 --start-number=$((i + 1)) \
+                       -o "$tmp/names" "$stripped")")
     [ -z "${used[$name]:-}" ] || die "two commits would both be patches/$name"
     used[$name]=1
     if [ ! -f "$top/patches/$name" ] ||

@@ -13,6 +13,7 @@
 #include "qemu/defer-call.h"
 #include "qemu/main-loop.h"
 #include "qemu/memalign.h"
+#include <sys/mman.h>
 #include "block/aio.h"
 #include "block/uring-bufs.h"
 #include "block/uring-ring.h"
@@ -110,6 +111,51 @@ static void test_bufs_generations(void)
     drain_call_rcu();
     qemu_vfree(a);
     qemu_vfree(b);
+}
+
+/*
+ * Memory larger than a fixed buffer (1 GiB) takes several slots: a
+ * request can use each one, but not two at once.  This pins 1 GiB.
+ */
+static void test_bufs_split(void)
+{
+    size_t size = URING_BUF_SLOT_MAX + 8192;
+    uint8_t *host = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    uint8_t *second = host + URING_BUF_SLOT_MAX;
+    UringBufsInfo info;
+    uint64_t g;
+    int a, b;
+
+    g_assert(host != MAP_FAILED);
+    uring_bufs_ref(&error_abort);
+    if (uring_bufs_register(host, size, true) == -ENOMEM) {
+        g_test_skip("RLIMIT_MEMLOCK does not allow pinning 1 GiB");
+        uring_bufs_unregister(host, size);
+        uring_bufs_unref();
+        munmap(host, size);
+        return;
+    }
+    g = uring_bufs_generation();
+    uring_bufs_get_info(&info);
+    g_assert_cmpuint(info.slots, ==, 2);
+
+    a = uring_bufs_lookup(qiov_of(host, 4096), g);
+    b = uring_bufs_lookup(qiov_of(second, 4096), g);
+    g_assert_cmpint(a, >=, 0);
+    g_assert_cmpint(b, >=, 0);
+    g_assert_cmpint(a, !=, b);
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(second - 4096, 4096), g), ==,
+                    a);
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(second - 4096, 8192), g), ==,
+                    -1);
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(second + 4096, 4096), g), ==,
+                    b);
+
+    uring_bufs_unregister(host, size);
+    uring_bufs_unref();
+    drain_call_rcu();
+    munmap(host, size);
 }
 
 typedef struct BounceCo {
@@ -520,6 +566,7 @@ int main(int argc, char **argv)
     if (restricted_ring_usable()) {
         g_test_add_func("/uring/bufs/generations", test_bufs_generations);
         g_test_add_func("/uring/bufs/bounce-wait", test_bufs_bounce_wait);
+        g_test_add_func("/uring/bufs/split", test_bufs_split);
         g_test_add_func("/uring/ring/rw-fixed", test_ring_rw_fixed);
         g_test_add_func("/uring/ring/register-refused",
                         test_ring_register_refused);
