@@ -32,8 +32,8 @@
  *
  * Threading: changes (uring_bufs_register/unregister and the listener list)
  * are made under the BQL; the listeners are told, under the BQL, about new
- * generations and about memory that could not be pinned.  Lookups, snapshots and the bounce buffer work in
- * any thread.
+ * generations and about memory that could not be pinned.  Lookups,
+ * snapshots and the bounce buffer work in any thread.
  */
 
 /* The kernel's limits: bytes per fixed buffer, fixed buffers per ring */
