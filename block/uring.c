@@ -72,8 +72,9 @@ typedef struct UringCtxRing {
 
     /* Only accessed in @ctx's thread */
     uint64_t generation;        /* of the buffer table that @ring holds */
+    unsigned fd_generation;     /* of the image fd that @ring holds */
     unsigned users;             /* requests of the node in the driver */
-    UringRing *retired_ring;    /* replaced, to be freed by @refresh_bh */
+    GSList *retired_rings;      /* replaced, to be freed by @refresh_bh */
     QEMUBH *refresh_bh;
 } UringCtxRing;
 
@@ -106,6 +107,7 @@ struct BDRVUringState {
     QemuMutex lock;
     QLIST_HEAD(, UringCtxRing) rings;
     int io_fd;                  /* the rings' image; changed drained */
+    unsigned fd_generation;     /* incremented when @io_fd changes */
 
     /* Protected by @lock */
     UringRingStats retired;     /* counters of rings already freed */
@@ -356,25 +358,19 @@ static void uring_ctx_ring_free_ring(UringRing *ring)
     uring_ring_free(ring);
 }
 
-
+/* Whether @cr's ring lacks memory of the table or holds an old image fd */
 static bool uring_ctx_ring_is_stale(UringCtxRing *cr)
 {
-    return cr->generation != uring_bufs_generation();
+    return cr->generation != uring_bufs_generation() ||
+           cr->fd_generation != qatomic_read(&cr->s->fd_generation);
 }
 
 /*
- * Replace a ring that does not hold the buffer table's current generation,
- * so that it can use new memory and lets go of memory that went away.
- * Only while no request of the node uses the ring: then it is idle.
- *
- * The old ring may be in the middle of its completion callbacks (that is
- * where the requests that find it stale often start), so it is freed
- * later, from @refresh_bh, which runs from the event loop.
- */
-/*
- * Give @cr a new ring with the node's current image and buffer table, in
- * @cr's thread while no request uses it.  Returns the old ring, for the
- * caller to free, or NULL on error.
+ * Give @cr a new ring with the node's current image and buffer table, so
+ * that it can use new memory, lets go of memory that went away and of an
+ * image fd that the node no longer uses.  In @cr's thread while no request
+ * uses the ring: then it is idle.  Returns the old ring, for the caller to
+ * free, or NULL on error.
  */
 static UringRing *uring_ctx_ring_renew(UringCtxRing *cr, Error **errp)
 {
@@ -392,35 +388,44 @@ static UringRing *uring_ctx_ring_renew(UringCtxRing *cr, Error **errp)
     uring_ring_stats_add(&s->retired, old);
     cr->ring = ring;
     cr->generation = generation;
+    cr->fd_generation = s->fd_generation;
     trace_uring_ctx_ring_renew(s->bs, cr->ctx, old, ring, generation);
     return old;
 }
 
+/*
+ * Renew @cr's ring; the old ring may be in the middle of its completion
+ * callbacks (that is where the requests that find it stale often start),
+ * so it is freed later, from @refresh_bh, which runs from the event loop.
+ */
 static void uring_ctx_ring_refresh(UringCtxRing *cr)
 {
     Error *local_err = NULL;
+    UringRing *old = uring_ctx_ring_renew(cr, &local_err);
 
-    assert(!cr->retired_ring);
-    cr->retired_ring = uring_ctx_ring_renew(cr, &local_err);
-    if (!cr->retired_ring) {
-        /* The old ring still works, without the newest memory */
+    if (!old) {
+        /* The old ring still works, with what it has */
         error_prepend(&local_err, "uring: node '%s': ",
                       uring_node_name(cr->s));
         warn_report_err_once(local_err);
         return;
     }
+    cr->retired_rings = g_slist_prepend(cr->retired_rings, old);
     qemu_bh_schedule(cr->refresh_bh);
 }
 
-/* Free a replaced ring; replace a stale ring that no request uses */
+static void uring_ctx_ring_free_retired(UringCtxRing *cr)
+{
+    g_slist_free_full(g_steal_pointer(&cr->retired_rings),
+                      (GDestroyNotify)uring_ctx_ring_free_ring);
+}
+
+/* Free replaced rings; replace a stale ring that no request uses */
 static void uring_ctx_ring_refresh_bh(void *opaque)
 {
     UringCtxRing *cr = opaque;
 
-    if (cr->retired_ring) {
-        uring_ctx_ring_free_ring(cr->retired_ring);
-        cr->retired_ring = NULL;
-    }
+    uring_ctx_ring_free_retired(cr);
     if (!cr->users && uring_ctx_ring_is_stale(cr)) {
         uring_ctx_ring_refresh(cr);
     }
@@ -524,6 +529,7 @@ static UringCtxRing *uring_ctx_ring_add(BDRVUringState *s, AioContext *ctx,
     cr = g_new0(UringCtxRing, 1);
     cr->s = s;
     cr->ctx = ctx;
+    cr->fd_generation = s->fd_generation;
     cr->ring = uring_ctx_ring_create_locked(s, ctx, &cr->generation, errp);
     if (!cr->ring) {
         g_free(cr);
@@ -540,9 +546,7 @@ static void uring_ctx_ring_free_bh(void *opaque)
     UringCtxRing *cr = opaque;
 
     qemu_bh_delete(cr->refresh_bh);
-    if (cr->retired_ring) {
-        uring_ctx_ring_free_ring(cr->retired_ring);
-    }
+    uring_ctx_ring_free_retired(cr);
     uring_ctx_ring_free_ring(cr->ring);
 }
 
@@ -691,30 +695,18 @@ void uring_state_free(BDRVUringState *s)
     g_free(s);
 }
 
-typedef struct UringReplace {
-    UringCtxRing *cr;
-    Error *err;
-} UringReplace;
-
-/* In the ring's thread: a new ring with the node's current image */
-static void uring_ctx_ring_replace_bh(void *opaque)
-{
-    UringReplace *rp = opaque;
-    UringRing *old = uring_ctx_ring_renew(rp->cr, &rp->err);
-
-    if (old) {
-        uring_ctx_ring_free_ring(old);
-    }
-}
-
 /*
  * The image was reopened (other flags, other permissions): the rings cannot
- * swap their file (no register call is allowed), so each gets a new ring,
- * built in its own thread while the node is drained.
+ * swap their file (no register call is allowed), so each gets a new ring.
+ * The main loop's ring is replaced now, by this thread, which runs it; the
+ * others by their own threads, from their event loop or before their next
+ * request.  No nested event loop: this runs in the middle of permission
+ * updates, which bdrv_close_all() makes too.
  */
 int uring_state_set_fd(BDRVUringState *s, int fd, int open_flags,
                        Error **errp)
 {
+    AioContext *ctx = qemu_get_current_aio_context();
     UringCtxRing *cr;
     int io_fd, old_fd;
     int ret = 0;
@@ -727,21 +719,24 @@ int uring_state_set_fd(BDRVUringState *s, int fd, int open_flags,
     WITH_QEMU_LOCK_GUARD(&s->lock) {
         old_fd = s->io_fd;
         s->io_fd = io_fd;
+        qatomic_inc(&s->fd_generation);
     }
-    QLIST_FOREACH(cr, &s->rings, next) {
-        UringReplace rp = { .cr = cr };
+    trace_uring_state_set_fd(s->bs, io_fd);
 
-        aio_wait_bh_oneshot(cr->ctx, uring_ctx_ring_replace_bh, &rp);
-        if (rp.err) {
-            if (!ret) {
-                error_propagate(errp, rp.err);
-            } else {
-                error_free(rp.err);
-            }
+    QLIST_FOREACH(cr, &s->rings, next) {
+        UringRing *old;
+
+        if (cr->ctx != ctx || cr->users) {
+            qemu_bh_schedule(cr->refresh_bh);
+            continue;
+        }
+        old = uring_ctx_ring_renew(cr, ret < 0 ? NULL : errp);
+        if (old) {
+            uring_ctx_ring_free_ring(old);
+        } else {
             ret = -EIO;
         }
     }
-    trace_uring_state_set_fd(s->bs, io_fd);
     qemu_close(old_fd);
     return ret;
 }
@@ -893,8 +888,7 @@ static int coroutine_fn uring_ctx_ring_co_prw(BDRVUringState *s,
  */
 static void uring_ctx_ring_get(UringCtxRing *cr)
 {
-    if (cr->users == 0 && !cr->retired_ring &&
-        uring_ctx_ring_is_stale(cr)) {
+    if (cr->users == 0 && uring_ctx_ring_is_stale(cr)) {
         if (uring_ring_in_owner(cr->ring)) {
             uring_ctx_ring_refresh(cr);
         } else {

@@ -12,6 +12,8 @@
 #   qtest     the series' tests/qtest/*uring*-test
 #   iotests   check -raw -file: devtools/iotests-upstream.list and the
 #             series' tests/qemu-iotests/tests/uring-*
+#   iotests-uring  the "quick" group over the uring protocol, raw and
+#             qcow2 (devtools/check-uring.sh, devtools/iotests-uring.list)
 #   series    devtools/check-series.sh without --build (apply, checkpatch)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -127,6 +129,27 @@ for t in $upstream $ours; do
        fi ;;
     esac
 done
+group_end
+
+group_start iotests-uring
+# Its PASS and FAIL lines (with the diffs), prefixed with the group; its
+# SKIP lines (tests listed in devtools/iotests-uring.list, mostly "not
+# suitable for this image format") only in the log.  Its counts are
+# added to ours.
+out="$logs/iotests-uring.out"
+"$top/devtools/check-uring.sh" --no-build >"$out" 2>&1 || true
+awk '/^(PASS|FAIL|SKIP) / { keep = $1 != "SKIP" }
+     /^(== |[0-9]+ passed)/ { keep = 0 }
+     keep' "$out" | sed -E 's#^(PASS|FAIL) #\1 iotests-uring/#'
+echo "$(grep -c '^SKIP ' "$out" || true) skipped, listed in $out"
+summary=$(tail -n1 "$out")
+if [[ $summary =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+    passed=$((passed + BASH_REMATCH[1]))
+    failed=$((failed + BASH_REMATCH[2]))
+    skipped=$((skipped + ${BASH_REMATCH[4]:-0}))
+else
+    fail iotests-uring "$out" "no summary line"
+fi
 group_end
 
 group_start series
