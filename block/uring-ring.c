@@ -48,13 +48,16 @@ struct UringRing {
     bool sqpoll;
     bool vectored_fixed;        /* READV_FIXED and WRITEV_FIXED allowed */
 
-    /* Only accessed from @ctx's thread */
+    /*
+     * Only accessed in @ctx: by its IOThread, or for the main loop's
+     * context by whichever thread holds the BQL (the main loop, vCPUs,
+     * the migration thread)
+     */
     unsigned in_flight;         /* SQEs handed to the kernel, not reaped */
     unsigned max_in_flight;     /* CQ size: never more CQEs than that */
     uint64_t locked_bytes;      /* uring_ring_memlock_estimate() */
     QSIMPLEQ_HEAD(, UringRequest) queued;   /* waiting for SQ space */
-    QemuThread owner;           /* runs @ctx: the only one to submit */
-    QEMUBH *submit_bh;          /* submission in @owner, or retried */
+    QEMUBH *submit_bh;          /* a submission retried */
 
     /* Written in @ctx's thread, read anywhere */
     Stat64 rw_requests;
@@ -193,16 +196,18 @@ static int uring_ring_create(UringRing *r, const UringRingConfig *cfg)
             p.flags |= IORING_SETUP_ATTACH_WQ;
             p.wq_fd = cfg->attach_wq_fd;
         }
-    } else {
+    } else if (r->ctx != qemu_get_aio_context()) {
         /*
          * Completions from io-wq workers and from interrupts are posted by
          * task work in the submitting thread.  By default each one
          * interrupts the thread with an IPI even while it is busy; with
          * COOP_TASKRUN the work waits for the thread's next system call,
          * and TASKRUN_FLAG shows polling that it is pending (Linux 5.19).
-         * That is right because the submitting thread is always the one
-         * that runs the AioContext and polls the ring, never a vCPU thread
-         * (see uring_ring_submit()).
+         * That is right for an IOThread, the only thread that submits to
+         * its rings and polls them.  Not for the main loop's context:
+         * vCPU threads and the migration thread submit there too, holding
+         * the BQL, and then run guest code or wait, for the BQL or for
+         * the very request, without a system call that would run the work.
          */
         p.flags |= IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     }
@@ -324,7 +329,7 @@ static void uring_ring_submit_bh(void *opaque);
 
 /*
  * Create, restrict and enable a ring for @ctx, and start reaping its
- * completions there.  Must be called in @ctx's thread, which will drive it.
+ * completions there.  Must be called in @ctx.
  */
 UringRing *uring_ring_new(AioContext *ctx, const UringRingConfig *cfg,
                           Error **errp)
@@ -340,7 +345,6 @@ UringRing *uring_ring_new(AioContext *ctx, const UringRingConfig *cfg,
         g_free(r);
         return NULL;
     }
-    qemu_thread_get_self(&r->owner);
     r->submit_bh = aio_bh_new(ctx, uring_ring_submit_bh, r);
     aio_set_fd_handler(ctx, r->ring.ring_fd, uring_ring_completion_cb,
                        NULL, uring_ring_poll_cb, uring_ring_completion_cb, r);
@@ -382,12 +386,6 @@ bool uring_ring_has_sqpoll(UringRing *r)
 bool uring_ring_has_vectored_fixed(UringRing *r)
 {
     return r->vectored_fixed;
-}
-
-/* Whether the current thread is the one that runs the ring's AioContext */
-bool uring_ring_in_owner(UringRing *r)
-{
-    return qemu_thread_is_self(&r->owner);
 }
 
 /* May be called from any thread */
@@ -462,12 +460,12 @@ static void uring_ring_fill_sq(UringRing *r)
 }
 
 /*
- * Hand the prepared SQEs to the kernel (or to the SQ thread).
- *
- * A vCPU thread that issues requests in the main loop's AioContext (IDE,
- * AHCI, NVMe emulation, virtio without ioeventfd), holding the BQL, only
- * fills the SQ: the main loop's thread enters the kernel, from a BH, so
- * that completion task work (COOP_TASKRUN) is for that thread.
+ * Hand the prepared SQEs to the kernel (or to the SQ thread).  In the
+ * main loop's AioContext the caller may be any thread that holds the BQL:
+ * a vCPU thread (IDE, AHCI, NVMe emulation, virtio without ioeventfd) or
+ * one that waits for a request in a nested event loop (bdrv_flush() in
+ * the migration thread); it enters the kernel itself, as no other thread
+ * may run the context meanwhile.
  *
  * io_uring_submit() first publishes the SQEs in the shared SQ ring, so when
  * the system call fails they stay there and the next io_uring_enter() takes
@@ -480,12 +478,9 @@ static void uring_ring_submit(UringRing *r)
 {
     int ret;
 
+    assert(r->ctx == qemu_get_current_aio_context());
     uring_ring_fill_sq(r);
     if (!io_uring_sq_ready(&r->ring)) {
-        return;
-    }
-    if (!r->sqpoll && !qemu_thread_is_self(&r->owner)) {
-        qemu_bh_schedule(r->submit_bh);
         return;
     }
     if (r->sqpoll) {

@@ -78,7 +78,6 @@ bool uring_ring_is_idle(UringRing *r);
 int uring_ring_fd(UringRing *r);
 bool uring_ring_has_sqpoll(UringRing *r);
 bool uring_ring_has_vectored_fixed(UringRing *r);
-bool uring_ring_in_owner(UringRing *r);
 void uring_ring_get_stats(UringRing *r, UringRingStats *stats);
 uint64_t uring_ring_memlock_bytes(void);
 

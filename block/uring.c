@@ -889,12 +889,7 @@ static int coroutine_fn uring_ctx_ring_co_prw(BDRVUringState *s,
 static void uring_ctx_ring_get(UringCtxRing *cr)
 {
     if (cr->users == 0 && uring_ctx_ring_is_stale(cr)) {
-        if (uring_ring_in_owner(cr->ring)) {
-            uring_ctx_ring_refresh(cr);
-        } else {
-            /* A vCPU thread: the main loop's thread makes the new ring */
-            qemu_bh_schedule(cr->refresh_bh);
-        }
+        uring_ctx_ring_refresh(cr);
     }
     cr->users++;
 }
