@@ -2,11 +2,12 @@
 #
 # Entry points of the project; the work is done by devtools/*.sh.
 
-.PHONY: help build check run bench series series-check writeback assemble clean
+.PHONY: help build check check-sanitizers run bench series series-check writeback assemble clean
 
 help:
 	@echo "make build          assemble build/qemu from the repository and build it"
 	@echo "make check          build, then run all tests (devtools/run-tests.sh)"
+	@echo "make check-sanitizers  the same with ASan and UBSan, in build/obj-san"
 	@echo "make run            boot a guest (devtools/run-guest.sh)"
 	@echo "make bench          run the benchmarks (devtools/bench.sh)"
 	@echo "make series         export the series as mails to out/series"
@@ -20,6 +21,9 @@ build:
 
 check:
 	devtools/run-tests.sh
+
+check-sanitizers:
+	SANITIZE=1 devtools/run-tests.sh
 
 run:
 	devtools/run-guest.sh
