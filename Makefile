@@ -2,11 +2,12 @@
 #
 # Entry points of the project; the work is done by devtools/*.sh.
 
-.PHONY: help build check check-uring run bench series series-check writeback assemble clean
+.PHONY: help build check check-uring check-sanitizers run bench series series-check writeback assemble clean
 
 help:
 	@echo "make build          assemble build/qemu from the repository and build it"
 	@echo "make check          build, then run all tests (devtools/run-tests.sh)"
+	@echo "make check-sanitizers  the same with ASan and UBSan, in build/obj-san"
 	@echo "make check-uring    build, then the quick qemu-iotests over uring (devtools/check-uring.sh)"
 	@echo "make run            boot a guest (devtools/run-guest.sh)"
 	@echo "make bench          run the benchmarks (devtools/bench.sh)"
@@ -21,6 +22,9 @@ build:
 
 check:
 	devtools/run-tests.sh
+
+check-sanitizers:
+	SANITIZE=1 devtools/run-tests.sh
 
 check-uring:
 	devtools/check-uring.sh

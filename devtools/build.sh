@@ -7,6 +7,8 @@
 #
 #   devtools/build.sh [TREE OBJ]   (defaults: build/qemu build/obj)
 #   BUILD_TARGETS="ninja targets"  build only these
+#   SANITIZE=1                     with ASan and UBSan, in build/obj-san
+#   JOBS=N                         ninja -j N
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -39,6 +41,11 @@ configure_opts=(
     --python="$PYTHON"
     --firmwarepath="$firmware"
 )
+if [ -n "${SANITIZE:-}" ]; then
+    # Frame pointers: ASan's fast unwinder gives full allocation stacks
+    configure_opts+=(--enable-asan --enable-ubsan
+                     --extra-cflags=-fno-omit-frame-pointer)
+fi
 # meson wraps the compiler in ccache only when it picks the compiler
 # itself, and configure always names it.
 if command -v ccache >/dev/null; then
@@ -84,4 +91,4 @@ else
 fi
 
 log "building in $obj"
-ninja -C "$obj" "${targets[@]}"
+ninja -C "$obj" ${JOBS:+-j "$JOBS"} "${targets[@]}"

@@ -5,7 +5,8 @@
 # qemu-iotests over the uring protocol ("check -raw -uring" and
 # "check -qcow2 -uring"), every image opened through driver=uring.
 # One line per test and format, PASS/FAIL/SKIP, with the tail of its
-# diff on failure (all logs are in build/test-logs/uring/), then
+# diff on failure (all logs are in build/test-logs/uring/,
+# build/test-logs-san/uring/ with SANITIZE=1), then
 # "N passed, M failed[, K skipped]".
 #
 # devtools/iotests-uring.list accounts for every test that does not
@@ -21,7 +22,8 @@
 #
 #   devtools/check-uring.sh [--no-build] [FORMAT...]   (default: raw qcow2)
 #   JOBS=N   tests run in parallel by check (default: nproc, at most 2)
-#   URING_TIMEOUT=S  seconds for check per format (default: 600)
+#   URING_TIMEOUT=S  seconds for check per format (default: 600, 2400
+#                    with SANITIZE=1)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -35,8 +37,10 @@ formats=("$@")
 jobs=${JOBS:-$(nproc)}
 [ -n "${JOBS:-}" ] || [ "$jobs" -le 2 ] || jobs=2
 list="$top/devtools/iotests-uring.list"
+uring_timeout=${URING_TIMEOUT:-600}
+[ -z "${SANITIZE:-}" ] || uring_timeout=${URING_TIMEOUT:-2400}
 
-logs="$B/test-logs/uring"
+logs="$LOGS/uring"
 rm -rf "$logs"
 mkdir -p "$logs"
 passed=0 failed=0 skipped=0
@@ -92,7 +96,7 @@ for fmt in "${formats[@]}"; do
     # longer than 10.  timeout runs check in a process group of its own
     # (its pid); whatever is left in it afterwards (QEMUs of a failed or
     # timed-out test, which may not react to SIGTERM) is killed.
-    timeout -k 10 "${URING_TIMEOUT:-600}" "${check[@]}" "-$fmt" -uring \
+    timeout -k 10 "$uring_timeout" "${check[@]}" "-$fmt" -uring \
         -j "$jobs" --color off "${run[@]}" >"$log" 2>&1 &
     tpid=$!
     wait "$tpid" || true

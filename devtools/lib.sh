@@ -9,7 +9,15 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B="$top/build"
 SRC_DIR="$B/src"                 # downloaded Debian source package
 TREE="$B/qemu"                   # assembled QEMU tree (a git repository)
-OBJ="$B/obj"                     # meson build directory
+# meson build directory and make check's logs; SANITIZE=1 (make
+# check-sanitizers) builds with ASan and UBSan in a directory of its own
+if [ -n "${SANITIZE:-}" ]; then
+    OBJ="$B/obj-san"
+    LOGS="$B/test-logs-san"
+else
+    OBJ="$B/obj"
+    LOGS="$B/test-logs"
+fi
 BASE_TAG=uring-base              # the pinned base commit in $TREE
 SERIES_BRANCH=uring              # the series on top of it
 SERIES_FILE="$top/patches/series"

@@ -15,10 +15,14 @@
 #   iotests-uring  the "quick" group over the uring protocol, raw and
 #             qcow2 (devtools/check-uring.sh, devtools/iotests-uring.list)
 #   series    devtools/check-series.sh without --build (apply, checkpatch)
+#
+# SANITIZE=1 (make check-sanitizers): the same on the ASan+UBSan build in
+# build/obj-san, logs in build/test-logs-san, and a group "sanitizers"
+# that fails for every sanitizer report.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-logs="$B/test-logs"
+logs="$LOGS"
 rm -rf "$logs"
 mkdir -p "$logs"
 passed=0 failed=0 skipped=0
@@ -32,12 +36,40 @@ fail() {
     failed=$((failed + 1))
 }
 
+# Sanitizer reports go to files, $logs/sanitizer/NAME.EXE.PID (NAME says
+# which test); the last group fails for each.  A process stops at its
+# first report (halt_on_error: ASan always does) and aborts rather than
+# exits 1 (abort_on_error), which neither libqtest nor the iotests' VM
+# class take for a clean exit.  LeakSanitizer is on, with the upstream
+# leaks that the tests hit suppressed in devtools/lsan.supp; allocation
+# stacks need the slow unwinder (glib has no frame pointers).  The
+# directory is writable by all: uring-errors runs QEMU as another user.
+# The iotests' testrunner.py replaces ASAN_OPTIONS with its own
+# (detect_leaks=0, log_path in the test's scratch directory, deleted when
+# the test passes).  LSAN_OPTIONS is parsed after it and sets the same
+# common flags, and UBSAN_OPTIONS' log_path is the one that counts when
+# GCC links libasan and libubsan: so all three carry the common flags.
+san_log_to() {
+    [ -n "${SANITIZE:-}" ] || return 0
+    local common="abort_on_error=1:detect_leaks=1:fast_unwind_on_malloc=0"
+    common+=":log_exe_name=1"
+    common+=":log_path=$logs/sanitizer/$(printf %s "$1" | tr -c 'A-Za-z0-9_.-' _)"
+    export ASAN_OPTIONS="$common:halt_on_error=1"
+    export LSAN_OPTIONS="$common:suppressions=$top/devtools/lsan.supp:print_suppressions=0"
+    export UBSAN_OPTIONS="$common:halt_on_error=1:print_stacktrace=1"
+}
+if [ -n "${SANITIZE:-}" ]; then
+    mkdir -p "$logs/sanitizer"
+    chmod 1777 "$logs/sanitizer"
+fi
+
 # glib test programs, in TAP mode: pass, fail, or skip when every test
 # case that ran was skipped.
 run_gtest() {
     local name=$1 log
     log=$(logfile "$name")
     shift
+    san_log_to "$name"
     if ! timeout 600 "$@" --tap >"$log" 2>&1; then
         fail "$name" "$log"
     elif ! grep -q '^ok ' "$log"; then
@@ -70,6 +102,7 @@ group_end
 cd "$OBJ"
 
 group_start qos-test
+san_log_to qos-test-list
 paths=$(env "${qtest_env[@]}" tests/qtest/qos-test -l | grep '^/.*/virtio-blk' || true)
 [ -n "$paths" ] || fail "qos-test: no virtio-blk paths" /dev/null
 for p in $paths; do
@@ -97,8 +130,12 @@ upstream=$(sed 's/#.*//' "$top/devtools/iotests-upstream.list")
 ours=$(cd "$TREE/tests/qemu-iotests/tests" &&
        ls uring-* 2>/dev/null | grep -v '\.out$' || true)
 log="$logs/iotests.log"
+san_log_to iotests
+# About 2 minutes, 10 with the sanitizers, on 2 busy cores
+timeout=900
+[ -z "${SANITIZE:-}" ] || timeout=1800
 (cd tests/qemu-iotests &&
- PYTHON="$OBJ/pyvenv/bin/python3" timeout 900 "$OBJ/pyvenv/bin/python3" \
+ PYTHON="$OBJ/pyvenv/bin/python3" timeout $timeout "$OBJ/pyvenv/bin/python3" \
      check -raw -file -j "$(nproc)" --color off $upstream $ours) \
     >"$log" 2>&1 || true
 # check prints "NAME  pass|fail|not run  [start] [end] ... reason" per
@@ -137,6 +174,7 @@ group_start iotests-uring
 # suitable for this image format") only in the log.  Its counts are
 # added to ours.
 out="$logs/iotests-uring.out"
+san_log_to iotests-uring
 "$top/devtools/check-uring.sh" --no-build >"$out" 2>&1 || true
 awk '/^(PASS|FAIL|SKIP) / { keep = $1 != "SKIP" }
      /^(== |[0-9]+ passed)/ { keep = 0 }
@@ -151,6 +189,38 @@ else
     fail iotests-uring "$out" "no summary line"
 fi
 group_end
+
+if [ -n "${SANITIZE:-}" ]; then
+    group_start sanitizers
+    # Each report in a file of its own; then, in case a process lost the
+    # options above, reports in the logs
+    reports=0
+    for f in "$logs"/sanitizer/*; do
+        [ -f "$f" ] || continue
+        # Warnings that every process with coroutines or threads may
+        # print are no report; anything else is
+        if ! grep -qvE -e "WARNING: ASan (doesn't fully support makecontext/swapcontext|is ignoring requested __asan_handle_no_return)" \
+                -e '^False positive error reports may follow$' \
+                -e '^For details see https://github.com/google/sanitizers/issues/189$' \
+                -e 'Running thread [0-9]+ was not suspended. False leaks are possible.$' \
+                -e '^$' "$f"; then
+            rm "$f"
+            continue
+        fi
+        # Its first lines: what and where, not the shadow bytes' legend
+        fail "sanitizer/${f##*/}" /dev/null \
+             "$(grep -m1 -E 'runtime error:|ERROR: [A-Za-z]+Sanitizer' "$f" || true)"
+        head -n 30 "$f" | sed 's/^/    /'
+        reports=$((reports + 1))
+    done
+    for f in $(grep -lE 'runtime error:|ERROR: [A-Za-z]+Sanitizer' \
+                   "$logs"/*.log "$logs"/*.lines 2>/dev/null || true); do
+        fail "sanitizer/${f##*/}" "$f" "a report in this log"
+        reports=$((reports + 1))
+    done
+    [ "$reports" -gt 0 ] || pass "sanitizers: no report"
+    group_end
+fi
 
 group_start series
 if [ -z "$(tgit rev-list "$BASE_TAG..$SERIES_BRANCH")" ]; then
