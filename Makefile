@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Entry points of the project; the work is done by devtools/*.sh.
+# Entry points of the project; the work is done by devtools/*.
 
 .PHONY: help build check run bench series series-check writeback assemble clean
 
 help:
 	@echo "make build          assemble build/qemu from the repository and build it"
 	@echo "make check          build, then run all tests (devtools/run-tests.sh)"
-	@echo "make run            boot a guest (devtools/run-guest.sh)"
+	@echo "make run            boot a guest (devtools/run_guest.py)"
 	@echo "make bench          run the benchmarks (devtools/bench.sh)"
 	@echo "make series         export the series as mails to out/series"
 	@echo "make series-check   check out/series: apply, checkpatch, build each commit"
@@ -22,7 +22,7 @@ check:
 	devtools/run-tests.sh
 
 run:
-	devtools/run-guest.sh
+	devtools/run_guest.py
 
 bench:
 	devtools/bench.sh

@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Build the test guest of devtools/run-guest.sh under build/guest/, from
+# Build the test guest of devtools/run_guest.py under build/guest/, from
 # Debian packages only:
 #   vmlinuz          Debian's 6.1 kernel: the linux-image-6.1.*-amd64
 #                    package that linux-image-amd64 depends on, fetched
