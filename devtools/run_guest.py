@@ -21,7 +21,10 @@ Settings (environment):
   SQPOLL_IDLE    SQ thread idle time in ms (default: the driver's)
   FIXED_BUFFERS  on | off | auto (default: the driver's, auto)
   QUEUE_DEPTH    ring entries (default: the driver's)
-  NUM_IOTHREADS  IOThreads for the disk (default 1; 0: main loop;
+  CONTROLLER     virtio (default) | ahci | nvme: virtio-blk-pci, or
+                 ich9-ahci with ide-hd, or nvme; the last two in the
+                 main loop
+  NUM_IOTHREADS  IOThreads for a virtio disk (default 1; 0: main loop;
                  >1: iothread-vq-mapping, round robin)
   NUM_QUEUES     virtqueues (default: GUEST_CPUS)
   ACCEL          tcg (default) | kvm
@@ -39,16 +42,20 @@ Settings (environment):
   GUEST_TESTS    0 skips the verified tests and the checks that need
                  them (discard, flushes), for benchmark runs (default 1)
 
+Modes (environment, one at a time):
+  COMPARE=1      run again with BACKEND=threads and print both runs'
+                 latencies with their ratio
+
 Fails when a fio job or its verification failed, the guest did not
 finish, QEMU or the daemon did not exit cleanly, no discard reached the
-image, or, for the uring driver, a ring
+image, a mode's condition did not hold, or, for the uring driver, a ring
 is missing or the requests did not take the path that the node's
 buffers imply (fixed buffers when guest RAM is registered and pinned).
 Logs are in build/guest/logs/.
 """
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import fcntl
 import json
 import logging
@@ -123,6 +130,7 @@ class GuestError(Exception):
 MARKER = re.compile(r'^(GUEST-|FIO-|VERIFY-|BENCH-|READY-FOR-STATS)')
 JOBS = ('write-qd1', 'write-qd32', 'read-qd1', 'read-qd32', 'flush',
         'trim-fill', 'trim', 'trim-zero', 'reverify')
+DISK_NAMES = {'virtio': 'vda', 'ahci': 'sda', 'nvme': 'nvme0n1'}
 MiB = 1 << 20
 
 
@@ -146,6 +154,7 @@ class Config:
     sqpoll_idle: Optional[int] = None
     fixed_buffers: Optional[str] = None
     queue_depth: Optional[int] = None
+    controller: str = 'virtio'
     num_iothreads: Optional[int] = None
     num_queues: Optional[int] = None
     accel: str = 'tcg'
@@ -160,6 +169,7 @@ class Config:
     guest_bench: int = 0
     guest_tests: bool = True
     vhost_user: bool = False
+    compare: bool = False
 
     @classmethod
     def from_env(cls, env: Dict[str, str], vhost_user: bool = False
@@ -187,6 +197,7 @@ class Config:
         cfg.sqpoll_idle = number('SQPOLL_IDLE')
         cfg.fixed_buffers = text('FIXED_BUFFERS', ('on', 'off', 'auto'))
         cfg.queue_depth = number('QUEUE_DEPTH')
+        cfg.controller = text('CONTROLLER', tuple(DISK_NAMES)) or 'virtio'
         cfg.num_iothreads = number('NUM_IOTHREADS')
         cfg.num_queues = number('NUM_QUEUES')
         cfg.accel = text('ACCEL', ('tcg', 'kvm')) or cfg.accel
@@ -201,31 +212,46 @@ class Config:
         cfg.timeout = number('TIMEOUT') or cfg.timeout
         cfg.guest_bench = number('GUEST_BENCH') or 0
         cfg.guest_tests = text('GUEST_TESTS', ('0', '1')) != '0'
+        cfg.compare = flag('COMPARE')
         cfg.check()
         return cfg
 
     def check(self) -> None:
         """Refuse combinations that make run does not support"""
+        # pylint: disable=too-many-branches
         uring_only = {'SQPOLL_IDLE': self.sqpoll_idle,
                       'FIXED_BUFFERS': self.fixed_buffers,
                       'QUEUE_DEPTH': self.queue_depth,
-                      'SQPOLL': self.sqpoll or None}
+                      'SQPOLL': self.sqpoll or None,
+                      'COMPARE': self.compare or None}
         for name, value in uring_only.items():
             if self.backend != 'uring' and value is not None:
                 raise ConfigError(f'{name} applies to BACKEND=uring only')
         if self.num_queues == 0:
             raise ConfigError('NUM_QUEUES must be at least 1')
-        if self.vhost_user and self.iothreads > 1:
-            raise ConfigError('a vhost-user-blk export runs in one IOThread: '
-                              'NUM_IOTHREADS <= 1')
+        if self.controller != 'virtio':
+            if self.num_iothreads:
+                raise ConfigError(f'{self.controller} has no IOThreads: '
+                                  'NUM_IOTHREADS=0')
+            if self.num_queues is not None or self.vhost_user:
+                raise ConfigError('NUM_QUEUES and --vhost-user are for '
+                                  'CONTROLLER=virtio')
+        modes = [name for name, on in (('COMPARE', self.compare),) if on]
+        if len(modes) > 1:
+            raise ConfigError(f"one mode at a time: {' '.join(modes)}")
+        if self.vhost_user and (modes or self.iothreads > 1):
+            raise ConfigError('--vhost-user runs without modes, in at most '
+                              'one IOThread (NUM_IOTHREADS <= 1)')
         sz = parse_size(self.region_size)
         if 4 * sz > parse_size(self.disk_size):
             raise ConfigError(f'DISK_SIZE is too small for 4 x {sz} bytes')
 
     @property
     def iothreads(self) -> int:
-        """IOThreads of the disk"""
-        return 1 if self.num_iothreads is None else self.num_iothreads
+        """IOThreads of the disk: none for AHCI and NVMe"""
+        if self.num_iothreads is not None:
+            return self.num_iothreads
+        return 1 if self.controller == 'virtio' else 0
 
     @property
     def queues(self) -> int:
@@ -240,7 +266,9 @@ class Config:
     @property
     def mode(self) -> str:
         """The mode's name in logs and summaries"""
-        return 'vhost-user' if self.vhost_user else 'virtio'
+        if self.vhost_user:
+            return 'vhost-user'
+        return self.controller
 
     def backend_label(self) -> str:
         """BACKEND and the settings that go with it"""
@@ -255,8 +283,8 @@ class Config:
     def expected_buffers(self) -> Tuple[str, ...]:
         """The values of the uring node's 'buffers' statistic at the end
         of a run that went as it should"""
-        if self.vhost_user:
-            # The export registers no guest RAM (no BlockRAMRegistrar)
+        if self.vhost_user or self.controller != 'virtio':
+            # Only virtio-blk registers guest RAM (BlockRAMRegistrar)
             return ('none',)
         if self.fixed_buffers == 'off':
             return ('off',)
@@ -278,6 +306,15 @@ class RunResult:
     def passed(self) -> bool:
         """No check failed"""
         return not self.failures
+
+    def latency(self, job: str) -> Optional[float]:
+        """Mean latency of @job in us: reads for read jobs, else writes"""
+        r = self.fio.get(job)
+        if not r:
+            return None
+        kind = 'read' if job.startswith('read') else 'write'
+        value = float(r.get(f'{kind}_lat_us', 0))
+        return value or None
 
 
 # Host CPU time of QEMU's threads, by kind, around the guest's benchmark
@@ -611,7 +648,9 @@ class Run:
             f'guest.size={cfg.region_size} guest.engine={cfg.fio_engine}',
             f'guest.seed={random.randint(1, 32767)} guest.wait=120',
             f'guest.bench={cfg.guest_bench} '
-            f'guest.tests={int(cfg.guest_tests)}'])
+            f'guest.tests={int(cfg.guest_tests)}',
+            f'guest.controller={cfg.controller} '
+            f'guest.disk={DISK_NAMES[cfg.controller]}'])
         args = [
             '-accel', cfg.accel, '-m', cfg.guest_mem,
             '-smp', str(cfg.guest_cpus), '-nodefaults', '-no-reboot',
@@ -637,8 +676,14 @@ class Run:
         return args + self.device_args()
 
     def device_args(self) -> List[str]:
-        """The guest's disk"""
+        """The guest's disk controller"""
         cfg = self.cfg
+        if cfg.controller == 'ahci':
+            return ['-device', 'ich9-ahci,id=ahci0', '-device', json.dumps(
+                {'driver': 'ide-hd', 'id': 'disk0-dev', 'bus': 'ahci0.0',
+                 'drive': 'disk0'})]
+        if cfg.controller == 'nvme':
+            return ['-device', 'nvme,id=nvme0,serial=uring0,drive=disk0']
         dev: Dict[str, Any] = {
             'driver': 'virtio-blk-pci', 'id': 'vblk0', 'drive': 'disk0',
             'num-queues': cfg.queues}
@@ -883,7 +928,9 @@ class Run:
                             )[-20:]:
                         print(f'   {line}', file=out)
         print(f'\n== summary: {self.name}', file=out)
-        dev = 'virtio-blk-pci in QEMU'
+        dev = {'virtio': 'virtio-blk-pci in QEMU',
+               'ahci': 'ich9-ahci + ide-hd in QEMU, main loop',
+               'nvme': 'nvme in QEMU, main loop'}[cfg.controller]
         if cfg.vhost_user:
             dev = 'vhost-user-blk-pci, qemu-storage-daemon export'
         print(f'{"mode":12} {cfg.mode}: {dev}', file=out)
@@ -989,6 +1036,21 @@ def run(cfg: Config, out: TextIO = sys.stdout) -> RunResult:
     return Run(cfg, out).execute()
 
 
+def compare(results: Sequence[RunResult], out: TextIO = sys.stdout) -> None:
+    """Mean latencies of two runs side by side, with their ratio"""
+    a, b = results
+    print(f'\n== latency, {a.cfg.mode}: {a.cfg.backend} against '
+          f'{b.cfg.backend} (fio in the guest, mean us)', file=out)
+    print(f"{'job':11} {a.cfg.backend:>10} {b.cfg.backend:>10} "
+          f"{'ratio':>7}", file=out)
+    for job in ('write-qd1', 'write-qd32', 'read-qd1', 'read-qd32',
+                'flush'):
+        la, lb = a.latency(job), b.latency(job)
+        if la and lb:
+            print(f'{job:11} {la:10.1f} {lb:10.1f} {la / lb:6.2f}x',
+                  file=out)
+
+
 def main(argv: List[str]) -> int:
     """make run"""
     unknown = [a for a in argv if a not in ('--vhost-user', '--no-build')]
@@ -998,11 +1060,15 @@ def main(argv: List[str]) -> int:
         return 2
     try:
         cfg = Config.from_env(dict(os.environ), '--vhost-user' in argv)
-        result = run(cfg)
+        results = [run(cfg)]
+        if cfg.compare:
+            results.append(run(replace(cfg, backend='threads',
+                                       compare=False)))
+            compare(results)
     except ConfigError as err:
         print(f'run_guest.py: {err}', file=sys.stderr)
         return 2
-    return 0 if result.passed else 1
+    return 0 if all(r.passed for r in results) else 1
 
 
 if __name__ == '__main__':
