@@ -33,7 +33,8 @@ Settings (environment):
   GUEST_CPUS     vCPUs (default 2)
   DISK           image (default build/guest/disk.img, recreated)
   DISK_SIZE      image size (default 256M)
-  FIO_SIZE       bytes per fio region, 4 regions (default 16M)
+  FIO_SIZE       bytes per fio region, 4 regions (default 16M; 32M
+                 with MIGRATE=1)
   FIO_ENGINE     ioengine in the guest: io_uring (default) | libaio
   TIMEOUT        seconds for the guest to finish (default 900)
   GUEST_BENCH    seconds of each timed fio job (4k random read and
@@ -45,6 +46,10 @@ Settings (environment):
 Modes (environment, one at a time):
   COMPARE=1      run again with BACKEND=threads and print both runs'
                  latencies with their ratio
+  MIGRATE=1      live (precopy) migration to a second QEMU on the same
+                 image once the guest's first write job did a quarter
+                 of its writes; checks first that postcopy-ram is
+                 refused while guest RAM is pinned
 
 Fails when a fio job or its verification failed, the guest did not
 finish, QEMU or the daemon did not exit cleanly, no discard reached the
@@ -113,7 +118,8 @@ os.environ.setdefault('QEMU_BUILD_ROOT', str(OBJ))
 
 # pylint: disable=wrong-import-position
 from qemu.machine import QEMUMachine  # noqa: E402
-from qemu.qmp import QMPError  # noqa: E402
+from qemu.machine.machine import AbnormalShutdown  # noqa: E402
+from qemu.qmp import ExecuteError, QMPError  # noqa: E402
 from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
 from qemu_test import exec_command, wait_for_console_pattern  # noqa: E402
 
@@ -170,6 +176,7 @@ class Config:
     guest_tests: bool = True
     vhost_user: bool = False
     compare: bool = False
+    migrate: bool = False
 
     @classmethod
     def from_env(cls, env: Dict[str, str], vhost_user: bool = False
@@ -213,6 +220,7 @@ class Config:
         cfg.guest_bench = number('GUEST_BENCH') or 0
         cfg.guest_tests = text('GUEST_TESTS', ('0', '1')) != '0'
         cfg.compare = flag('COMPARE')
+        cfg.migrate = flag('MIGRATE')
         cfg.check()
         return cfg
 
@@ -236,7 +244,8 @@ class Config:
             if self.num_queues is not None or self.vhost_user:
                 raise ConfigError('NUM_QUEUES and --vhost-user are for '
                                   'CONTROLLER=virtio')
-        modes = [name for name, on in (('COMPARE', self.compare),) if on]
+        modes = [name for name, on in (('MIGRATE', self.migrate),
+                                       ('COMPARE', self.compare)) if on]
         if len(modes) > 1:
             raise ConfigError(f"one mode at a time: {' '.join(modes)}")
         if self.vhost_user and (modes or self.iothreads > 1):
@@ -260,12 +269,15 @@ class Config:
 
     @property
     def region_size(self) -> str:
-        """FIO_SIZE"""
-        return self.fio_size or '16M'
+        """FIO_SIZE, larger with MIGRATE so that it has time to finish
+        while the first write job runs"""
+        return self.fio_size or ('32M' if self.migrate else '16M')
 
     @property
     def mode(self) -> str:
         """The mode's name in logs and summaries"""
+        if self.migrate:
+            return 'migrate'
         if self.vhost_user:
             return 'vhost-user'
         return self.controller
@@ -297,6 +309,7 @@ class RunResult:
     name: str
     cfg: Config
     failures: List[str] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)
     fio: Dict[str, Dict[str, str]] = field(default_factory=dict)
     stats: Dict[str, Any] = field(default_factory=dict)
     io_stats: Dict[str, Any] = field(default_factory=dict)
@@ -382,13 +395,16 @@ class ConsoleRecorder(logging.Handler):
     """
     The console lines that qemu_test's helpers read, which they log to
     the 'console' logger: kept, written to the console log, the guest's
-    markers echoed, and callbacks run on markers.
+    markers echoed, and callbacks run on markers.  A stop marker ends
+    the current wait early, by raising GuestError out of the helper
+    (the helpers' own failure_message would close the console).
     """
 
     def __init__(self, path: Path, out: TextIO):
         super().__init__(logging.DEBUG)
         self.lines: List[str] = []
         self.out = out
+        self.stop_markers: Sequence[str] = ()
         self.on_marker: Dict[str, Callable[[], None]] = {}
         # pylint: disable=consider-using-with
         self._file = open(path, 'w', encoding='utf-8', errors='replace')
@@ -411,6 +427,8 @@ class ConsoleRecorder(logging.Handler):
         for marker, callback in self.on_marker.items():
             if line.startswith(marker):
                 callback()
+        if line in self.stop_markers:
+            raise GuestError(f'the guest printed {line}')
 
     def markers(self, prefix: str) -> List[str]:
         """The lines that start with @prefix"""
@@ -436,10 +454,13 @@ class _HelperTest:
 class Guest:
     """One QEMU process of a run, through QEMUMachine"""
 
-    def __init__(self, run: 'Run', name: str):
+    def __init__(self, run: 'Run', name: str, incoming: Optional[str] = None):
         self.run = run
         self.name = name
-        self.vm = QEMUMachine(str(QEMU), args=run.qemu_args(), name=name,
+        args = run.qemu_args()
+        if incoming:
+            args += ['-incoming', incoming]
+        self.vm = QEMUMachine(str(QEMU), args=args, name=name,
                               log_dir=str(LOGS))
         self.vm.set_console()   # ttyS0, on a socket pair
         machine = run.cfg.machine
@@ -489,6 +510,20 @@ class Guest:
         """Type a line on the console (CR, as a terminal sends it)"""
         exec_command(self._test, text, vm=self.vm)
 
+    def drain_console(self, quiet_s: float = 1.0) -> None:
+        """What the console still holds, until it is quiet for
+        @quiet_s seconds, into the recorder"""
+        sock = self.vm.console_socket
+        sock.settimeout(quiet_s)
+        data = b''
+        try:
+            while chunk := sock.recv(4096):
+                data += chunk
+        except (socket.timeout, OSError):
+            pass
+        for line in data.decode(errors='replace').split('\n'):
+            self.run.console.add(line)
+
     def wait_exit(self, timeout_s: int = 30) -> None:
         """
         Wait for QEMU to exit by itself (the guest powered off); kill it
@@ -504,6 +539,17 @@ class Guest:
             self.vm.kill()
             return
         self.vm.wait()
+        self.check_exit()
+
+    def quit(self) -> None:
+        """Ask QEMU to quit over QMP"""
+        pid = self.vm.get_pid()
+        try:
+            self.vm.shutdown(timeout=30)
+        except AbnormalShutdown:
+            self.exit_failure = (f'{self.name}: QEMU did not quit within '
+                                 f'30 s; killed (pid {pid})')
+            return
         self.check_exit()
 
     def check_exit(self) -> None:
@@ -591,6 +637,124 @@ class StorageDaemon:
         return f'{self.name} exited with status {rc}' if rc else None
 
 
+class Migration:
+    """
+    MIGRATE=1: a second QEMU with -incoming on a unix socket, on the same
+    image; migrate when the guest starts its first write job.
+    """
+    JOB = 'write-qd1'
+
+    def __init__(self, run: 'Run'):
+        self.run = run
+        self.uri = f'unix:{run.sock_dir}/migrate'
+        self.stats: Dict[str, Any] = {}
+        self.source_writes: Optional[int] = None
+        self.postcopy = ''
+
+    def execute(self, src: Guest) -> None:
+        """Start the destination, wait for the job, check that postcopy
+        is refused, migrate; the guest then runs in the destination"""
+        run = self.run
+        dst = Guest(run, f'{run.name}.qemu-dst', incoming=self.uri)
+        run.others.append(dst)
+        dst.launch()
+        # The guest ends early (GUEST-ERROR) with READY-FOR-STATS
+        run.console.stop_markers = ('READY-FOR-STATS',)
+        try:
+            src.wait_for(f'FIO-START job={self.JOB}', run.idle)
+        except GuestError:
+            if not run.console.markers('READY-FOR-STATS'):
+                raise
+            run.fail('the guest finished before the migration')
+            return
+        finally:
+            run.console.stop_markers = ()
+        self.check_postcopy_refused(src)
+        self.migrate(src, dst)
+        src.quit()
+        run.others = [src]
+        run.guest = dst
+
+    def check_postcopy_refused(self, src: Guest) -> None:
+        """postcopy-ram must be refused while guest RAM is pinned"""
+        buffers = '?'
+        for _ in range(60):     # pinning runs in a worker thread
+            buffers = self.run.node_stats(src.cmd)[0].get('buffers', '?')
+            if buffers != 'pinning':
+                break
+            time.sleep(1)
+        cap = [{'capability': 'postcopy-ram', 'state': True}]
+        try:
+            src.cmd('migrate-set-capabilities', capabilities=cap)
+        except ExecuteError as err:
+            self.postcopy = f'PASS, refused with buffers={buffers}: {err}'
+            return
+        cap[0]['state'] = False
+        src.cmd('migrate-set-capabilities', capabilities=cap)
+        tree = QEMU_TREE / 'migration' / 'options.c'
+        if 'migrate_pinned_ram_check' not in tree.read_text():
+            self.postcopy = ('SKIP: postcopy-ram accepted; this QEMU tree '
+                             'has no refusal for pinned RAM yet')
+            self.run.result.skipped.append(self.postcopy)
+        else:
+            self.postcopy = f'FAIL: accepted with buffers={buffers}'
+            self.run.fail('postcopy-ram accepted although guest RAM is '
+                          f'pinned (buffers={buffers})')
+
+    def migrate(self, src: Guest, dst: Guest) -> None:
+        """Precopy migration of the running guest from @src to @dst, once
+        it did a quarter of the job's writes"""
+        job_writes = parse_size(self.run.cfg.region_size) // 4096
+        deadline = time.monotonic() + 120
+        while True:
+            writes = self.run.node_stats(src.cmd)[1]['wr_operations']
+            if writes >= job_writes // 4:
+                break
+            if time.monotonic() > deadline:
+                raise GuestError(f'{self.JOB} did only {writes} writes in '
+                                 '120 s')
+            time.sleep(0.2)
+        src.cmd('migrate-set-parameters', max_bandwidth=4 << 30)
+        self.run.say(f'-- migrating to {self.uri} after {writes} of the '
+                     f'{job_writes} writes of {self.JOB}')
+        src.cmd('migrate', uri=self.uri)
+        deadline = time.monotonic() + 300
+        while True:
+            info = src.cmd('query-migrate')
+            if info.get('status') in ('completed', 'failed', 'cancelled'):
+                break
+            if time.monotonic() > deadline:
+                raise GuestError(f'migration did not finish: {info}')
+            time.sleep(0.2)
+        self.stats = info
+        if info['status'] != 'completed':
+            raise GuestError(f'migration {info["status"]}: '
+                             f'{info.get("error-desc", "")}')
+        # Writes that the source did, against what the job writes
+        self.source_writes = self.run.node_stats(src.cmd)[1].get(
+            'wr_operations')
+        if not self.source_writes or self.source_writes >= job_writes:
+            self.run.fail(f'migration did not end during the write phase '
+                          f'of {self.JOB}: the source did '
+                          f'{self.source_writes} of its {job_writes} '
+                          'writes (FIO_SIZE?)')
+        for _ in range(100):
+            if dst.cmd('query-status')['status'] == 'running':
+                break
+            time.sleep(0.1)
+        else:
+            raise GuestError('the destination does not run after migration')
+        src.drain_console()
+        ram = info.get('ram', {})
+        self.run.say(
+            f"-- migrated in {info.get('total-time')} ms (downtime "
+            f"{info.get('downtime')} ms, setup {info.get('setup-time')} ms),"
+            f" {ram.get('transferred', 0) // MiB} MiB sent at "
+            f"{ram.get('mbps', 0):.0f} Mbps, "
+            f"{ram.get('dirty-sync-count')} dirty syncs; the source did "
+            f"{self.source_writes} of the job's {job_writes} writes")
+
+
 class Run:
     """One boot of the guest, with the mode's work around it"""
     # pylint: disable=too-many-instance-attributes
@@ -609,9 +773,11 @@ class Run:
         self.image = Path(cfg.disk or GUEST_DIR / 'disk.img')
         self.disk_path = self.image
         self.guest: Optional[Guest] = None
+        self.others: List[Guest] = []     # the migration's source
         self.qsd: Optional[StorageDaemon] = None
         self.deadline = 0.0
         self.times: Dict[str, float] = {}
+        self.migration = Migration(self) if cfg.migrate else None
         self.bench_samples: Dict[str, Dict[str, Tuple[str, int]]] = {}
 
     def say(self, text: str) -> None:
@@ -797,7 +963,10 @@ class Run:
                              f'{src.log_path}') from err
         stack.callback(self._kill_leftovers)
 
-        src.wait_for('READY-FOR-STATS', self.idle)
+        if self.migration:
+            self.migration.execute(src)
+        if not self.console.markers('READY-FOR-STATS'):
+            self.guest.wait_for('READY-FOR-STATS', self.idle)
         self.times['ready'] = time.monotonic()
 
         # The statistics of the protocol node while the guest is idle
@@ -818,13 +987,14 @@ class Run:
         self.times['end'] = time.monotonic()
 
     def _kill_leftovers(self) -> None:
-        """QEMU if a failure left it running; its exit failure"""
-        g = self.guest
-        assert g
-        if g.vm.is_running():
-            g.vm.kill()
-        if g.exit_failure:
-            self.fail(g.exit_failure)
+        """QEMU processes that a failure left running; exit failures"""
+        for g in [self.guest] + self.others:
+            if g is None:
+                continue
+            if g.vm.is_running():
+                g.vm.kill()
+            if g.exit_failure and g.exit_failure not in self.result.failures:
+                self.fail(g.exit_failure)
 
     def _stop_qsd(self) -> None:
         assert self.qsd
@@ -904,7 +1074,7 @@ class Run:
     def _check_logs(self) -> None:
         """QEMU and the daemon must not print errors or warnings"""
         logs = [LOGS / f'{self.name}.{n}.log'
-                for n in ('qemu', 'qsd')]
+                for n in ('qemu', 'qemu-dst', 'qsd')]
         text = {p: p.read_text(errors='replace') for p in logs if p.exists()}
         for path, content in text.items():
             if re.search(r'error|assert|abort|warning', content, re.I):
@@ -952,11 +1122,29 @@ class Run:
                   f"{v('write_iops'):>10} {v('write_lat_us'):>10}", file=out)
         self._report_stats()
         self._report_bench()
+        if self.migration:
+            m = self.migration
+            print(f'{"postcopy":12} {m.postcopy or "not checked"}', file=out)
+            if m.stats:
+                ram = m.stats.get('ram', {})
+                print(f"{'migration':12} {m.stats.get('status')} in "
+                      f"{m.stats.get('total-time')} ms, downtime "
+                      f"{m.stats.get('downtime')} ms, setup "
+                      f"{m.stats.get('setup-time')} ms, "
+                      f"{ram.get('transferred', 0) // MiB} of "
+                      f"{ram.get('total', 0) // MiB} MiB sent "
+                      f"({ram.get('duplicate')} zero pages, "
+                      f"{ram.get('normal')} normal), "
+                      f"{ram.get('mbps', 0):.0f} Mbps, "
+                      f"{ram.get('dirty-sync-count')} dirty syncs; the "
+                      f"source did {m.source_writes} writes", file=out)
         t = self.times
         end = t.get('end', time.monotonic())
         print(f"{'time':12} boot to stats "
               f"{t.get('ready', end) - t.get('boot', end):.0f}s, total "
               f"{end - t['start']:.0f}s", file=out)
+        for s in res.skipped:
+            print(f'{"skipped":12} {s}', file=out)
         if res.passed:
             print(f'{"result":12} PASS', file=out)
         else:
