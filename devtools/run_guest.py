@@ -50,6 +50,13 @@ Modes (environment, one at a time):
                  image once the guest's first write job did a quarter
                  of its writes; checks first that postcopy-ram is
                  refused while guest RAM is pinned
+  ENOSPC=1       the image is a sparse file on an 8 MiB tmpfs that the
+                 guest fills: the VM must stop (werror=stop) with
+                 nospace, then the tmpfs grows and the guest continues
+  EIO=1          qemu-storage-daemon exports the image over FUSE through
+                 blkdebug nodes that fail one write, then one read with
+                 EIO; the VM must stop (werror/rerror=stop) each time,
+                 and continue once the fault is removed
 
 Fails when a fio job or its verification failed, the guest did not
 finish, QEMU or the daemon did not exit cleanly, no discard reached the
@@ -177,6 +184,8 @@ class Config:
     vhost_user: bool = False
     compare: bool = False
     migrate: bool = False
+    enospc: bool = False
+    eio: bool = False
 
     @classmethod
     def from_env(cls, env: Dict[str, str], vhost_user: bool = False
@@ -221,6 +230,8 @@ class Config:
         cfg.guest_tests = text('GUEST_TESTS', ('0', '1')) != '0'
         cfg.compare = flag('COMPARE')
         cfg.migrate = flag('MIGRATE')
+        cfg.enospc = flag('ENOSPC')
+        cfg.eio = flag('EIO')
         cfg.check()
         return cfg
 
@@ -245,12 +256,19 @@ class Config:
                 raise ConfigError('NUM_QUEUES and --vhost-user are for '
                                   'CONTROLLER=virtio')
         modes = [name for name, on in (('MIGRATE', self.migrate),
+                                       ('ENOSPC', self.enospc),
+                                       ('EIO', self.eio),
                                        ('COMPARE', self.compare)) if on]
         if len(modes) > 1:
             raise ConfigError(f"one mode at a time: {' '.join(modes)}")
         if self.vhost_user and (modes or self.iothreads > 1):
             raise ConfigError('--vhost-user runs without modes, in at most '
                               'one IOThread (NUM_IOTHREADS <= 1)')
+        if (self.enospc or self.eio) and self.disk:
+            raise ConfigError('ENOSPC and EIO place the image themselves: '
+                              'no DISK')
+        if (self.enospc or self.eio) and self.controller != 'virtio':
+            raise ConfigError('ENOSPC and EIO use CONTROLLER=virtio')
         sz = parse_size(self.region_size)
         if 4 * sz > parse_size(self.disk_size):
             raise ConfigError(f'DISK_SIZE is too small for 4 x {sz} bytes')
@@ -276,8 +294,9 @@ class Config:
     @property
     def mode(self) -> str:
         """The mode's name in logs and summaries"""
-        if self.migrate:
-            return 'migrate'
+        for name in ('migrate', 'enospc', 'eio'):
+            if getattr(self, name):
+                return name
         if self.vhost_user:
             return 'vhost-user'
         return self.controller
@@ -637,6 +656,152 @@ class StorageDaemon:
         return f'{self.name} exited with status {rc}' if rc else None
 
 
+def mounted(path: Path) -> bool:
+    """Whether @path is a mount point"""
+    with open('/proc/self/mountinfo', encoding='utf-8') as f:
+        return any(line.split()[4] == str(path) for line in f)
+
+
+class NoSpace:
+    """
+    ENOSPC=1: the image is a sparse file on a tmpfs of a few MiB that
+    the guest's first write job fills.  On the stop, the tmpfs grows.
+    """
+    SMALL = 8 * MiB
+
+    def __init__(self, run: 'Run'):
+        self.run = run
+        self.mnt = GUEST_DIR / 'enospc'
+        self.stops: List[Dict[str, Any]] = []
+
+    def setup(self, stack: contextlib.ExitStack) -> Path:
+        """Mount the tmpfs; the image on it"""
+        self.mnt.mkdir(exist_ok=True)
+        if mounted(self.mnt):     # left by a killed run
+            subprocess.run(['umount', str(self.mnt)], check=True)
+        subprocess.run(['mount', '-t', 'tmpfs', '-o',
+                        f'size={self.SMALL},mode=0755', 'uring-enospc',
+                        str(self.mnt)], check=True)
+        stack.callback(subprocess.run, ['umount', str(self.mnt)],
+                       check=False)
+        return self.mnt / 'disk.img'
+
+    def on_stop(self, guest: Guest, event: Dict[str, Any]) -> None:
+        """Check the event; make room for the image"""
+        data = event['data']
+        self.stops.append(data)
+        if not data.get('nospace'):
+            self.run.fail(f'BLOCK_IO_ERROR without nospace: {data}')
+        size = parse_size(self.run.cfg.disk_size) + 16 * MiB
+        subprocess.run(['mount', '-o', f'remount,size={size}',
+                        str(self.mnt)], check=True)
+        self.run.say(f'-- VM stopped: {data["operation"]} failed with '
+                     f'nospace={data["nospace"]} ({data.get("reason")}); '
+                     f'tmpfs grown to {size // MiB} MiB, cont')
+        guest.cmd('cont')
+
+    def check(self) -> None:
+        """The guest must have filled the tmpfs once"""
+        if not self.stops:
+            self.run.fail('the VM never stopped for ENOSPC: the guest '
+                          f'did not fill {self.SMALL // MiB} MiB')
+
+
+class Faults:
+    """
+    EIO=1: qemu-storage-daemon exports the image over FUSE, and the uring
+    node opens the exported file.  In the daemon the export's raw node
+    reads the image through blkdebug nodes: first one that fails writes
+    at WRITE_FAULT with EIO, then (after the first stop) one that fails
+    reads at READ_FAULT, then (after the second stop) none.  blkdebug
+    cannot drop its rules, so each fault goes by moving raw's file
+    child with blockdev-reopen.
+    """
+    WRITE_FAULT = 4 * MiB       # in the first write job's region
+    READ_FAULT = 12 * MiB       # read back when that job verifies
+
+    def __init__(self, run: 'Run'):
+        self.run = run
+        self.mnt = GUEST_DIR / 'eio-export'
+        self.qsd: Optional[StorageDaemon] = None
+        self.stages = ['fault-w', 'fault-r', 'img']
+        self.stops: List[Dict[str, Any]] = []
+
+    @staticmethod
+    def _blkdebug(name: str, event: str, iotype: str, offset: int) -> str:
+        return json.dumps({
+            'driver': 'blkdebug', 'node-name': name, 'image': 'img',
+            'inject-error': [{'event': event, 'iotype': iotype,
+                              'errno': 5, 'sector': offset // 512}]})
+
+    def setup(self, stack: contextlib.ExitStack, image: Path) -> Path:
+        """Start the daemon; the file the uring node opens"""
+        if mounted(self.mnt):     # left by a killed run
+            subprocess.run(['umount', str(self.mnt)], check=True)
+        self.mnt.touch()
+        self.qsd = StorageDaemon(f'{self.run.name}.qsd-fuse',
+                                 self.run.sock_dir, [
+            '--blockdev', json.dumps({
+                'driver': 'file', 'node-name': 'img',
+                'filename': str(image), 'cache': {'direct': True}}),
+            '--blockdev', self._blkdebug('fault-w', 'write_aio', 'write',
+                                         self.WRITE_FAULT),
+            '--blockdev', self._blkdebug('fault-r', 'read_aio', 'read',
+                                         self.READ_FAULT),
+            '--blockdev', self._raw('fault-w'),
+            '--export', f'fuse,id=fuse0,node-name=exp,writable=on,'
+                        f'mountpoint={self.mnt}'])
+        stack.callback(self._cleanup)
+        self.qsd.start()
+        return self.mnt
+
+    @staticmethod
+    def _raw(file: str) -> str:
+        return json.dumps({'driver': 'raw', 'node-name': 'exp',
+                           'file': file})
+
+    def _cleanup(self) -> None:
+        assert self.qsd
+        failure = self.qsd.stop()
+        if failure:
+            self.run.fail(failure)
+        if mounted(self.mnt):
+            subprocess.run(['umount', str(self.mnt)], check=False)
+        self.mnt.unlink(missing_ok=True)
+
+    def on_stop(self, guest: Guest, event: Dict[str, Any]) -> None:
+        """Check the event, remove the fault that caused it, cont"""
+        assert self.qsd
+        data = event['data']
+        self.stops.append(data)
+        expected = {'fault-w': 'write', 'fault-r': 'read'}.get(
+            self.stages[0])
+        if data.get('nospace') or data.get('operation') != expected:
+            self.run.fail(f'unexpected BLOCK_IO_ERROR (expected a {expected}'
+                          f' error without nospace): {data}')
+        if len(self.stages) > 1:
+            self.stages.pop(0)
+        # The VM stays stopped while the fault is there
+        time.sleep(1)
+        status = guest.cmd('query-status')['status']
+        if status != 'io-error':
+            self.run.fail(f'status {status} instead of io-error while '
+                          f'the fault is there')
+        self.qsd.cmd('blockdev-reopen',
+                     options=[json.loads(self._raw(self.stages[0]))])
+        self.run.say(f'-- VM stopped: {data["operation"]} failed '
+                     f'({data.get("reason")}), status {status}; the '
+                     f'daemon\'s raw node now reads {self.stages[0]}, cont')
+        guest.cmd('cont')
+
+    def check(self) -> None:
+        """One write error, then one read error"""
+        ops = [s.get('operation') for s in self.stops]
+        if ops != ['write', 'read']:
+            self.run.fail(f'expected a stop for a write error, then one '
+                          f'for a read error; got {ops or "none"}')
+
+
 class Migration:
     """
     MIGRATE=1: a second QEMU with -incoming on a unix socket, on the same
@@ -777,6 +942,8 @@ class Run:
         self.qsd: Optional[StorageDaemon] = None
         self.deadline = 0.0
         self.times: Dict[str, float] = {}
+        self.nospace = NoSpace(self) if cfg.enospc else None
+        self.faults = Faults(self) if cfg.eio else None
         self.migration = Migration(self) if cfg.migrate else None
         self.bench_samples: Dict[str, Dict[str, Tuple[str, int]]] = {}
 
@@ -844,15 +1011,18 @@ class Run:
     def device_args(self) -> List[str]:
         """The guest's disk controller"""
         cfg = self.cfg
+        errors = {}
+        if cfg.enospc or cfg.eio:
+            errors = {'werror': 'stop', 'rerror': 'stop'}
         if cfg.controller == 'ahci':
             return ['-device', 'ich9-ahci,id=ahci0', '-device', json.dumps(
                 {'driver': 'ide-hd', 'id': 'disk0-dev', 'bus': 'ahci0.0',
-                 'drive': 'disk0'})]
+                 'drive': 'disk0', **errors})]
         if cfg.controller == 'nvme':
             return ['-device', 'nvme,id=nvme0,serial=uring0,drive=disk0']
         dev: Dict[str, Any] = {
             'driver': 'virtio-blk-pci', 'id': 'vblk0', 'drive': 'disk0',
-            'num-queues': cfg.queues}
+            'num-queues': cfg.queues, **errors}
         if cfg.iothreads == 1:
             dev['iothread'] = 'iot0'
         elif cfg.iothreads > 1:
@@ -912,13 +1082,17 @@ class Run:
         return self.result
 
     def _prepare_image(self, stack: contextlib.ExitStack) -> None:
-        """The image; the path that QEMU's node opens is
-        self.disk_path"""
+        """The image, on its tmpfs or behind its FUSE export; the path
+        that QEMU's node opens is self.disk_path"""
+        if self.nospace:
+            self.image = self.nospace.setup(stack)
         if self.image.exists():
             self.image.unlink()
         with open(self.image, 'wb') as f:
             f.truncate(parse_size(self.cfg.disk_size))
         self.disk_path = self.image
+        if self.faults:
+            self.disk_path = self.faults.setup(stack, self.image)
 
     def _start_vhost_user(self) -> None:
         cfg = self.cfg
@@ -1008,10 +1182,20 @@ class Run:
         self.bench_samples[marker] = thread_ticks(pids)
 
     def idle(self, guest: Guest) -> None:
-        """The console is quiet: is the daemon still there?"""
-        # pylint: disable=unused-argument
+        """The console is quiet: has the VM stopped for an I/O error?"""
         if self.qsd and self.qsd.pid is None:
             raise GuestError('qemu-storage-daemon exited while the guest ran')
+        handler = self.nospace or self.faults
+        if handler is None:
+            return
+        if guest.cmd('query-status')['status'] != 'io-error':
+            return
+        for event in guest.vm.get_qmp_events():
+            if event['event'] == 'BLOCK_IO_ERROR':
+                handler.on_stop(guest, event)
+                return
+        self.fail('the VM is in io-error without a BLOCK_IO_ERROR event')
+        guest.cmd('cont')
 
     @property
     def console_path(self) -> Path:
@@ -1037,6 +1221,9 @@ class Run:
                    self.console.markers('VERIFY-SKIPPED'))):
             self.fail('fio or its verification failed in the guest: ' +
                       ' '.join(self.console.markers('VERIFY-FAIL')))
+        for handler in (self.nospace, self.faults):
+            if handler:
+                handler.check()
         self._check_logs()
         if cfg.guest_bench:
             self._check_bench()
@@ -1074,7 +1261,7 @@ class Run:
     def _check_logs(self) -> None:
         """QEMU and the daemon must not print errors or warnings"""
         logs = [LOGS / f'{self.name}.{n}.log'
-                for n in ('qemu', 'qemu-dst', 'qsd')]
+                for n in ('qemu', 'qemu-dst', 'qsd', 'qsd-fuse')]
         text = {p: p.read_text(errors='replace') for p in logs if p.exists()}
         for path, content in text.items():
             if re.search(r'error|assert|abort|warning', content, re.I):
@@ -1138,6 +1325,12 @@ class Run:
                       f"{ram.get('mbps', 0):.0f} Mbps, "
                       f"{ram.get('dirty-sync-count')} dirty syncs; the "
                       f"source did {m.source_writes} writes", file=out)
+        for handler in (self.nospace, self.faults):
+            if handler:
+                for s in handler.stops:
+                    print(f"{'io-error':12} stopped: {s.get('operation')} "
+                          f"nospace={s.get('nospace')} "
+                          f"({s.get('reason')})", file=out)
         t = self.times
         end = t.get('end', time.monotonic())
         print(f"{'time':12} boot to stats "
@@ -1217,7 +1410,8 @@ def prepare_guest() -> None:
 
 def run(cfg: Config, out: TextIO = sys.stdout) -> RunResult:
     """One run of the guest with @cfg; QEMU must be built"""
-    for path in (QEMU, QSD) if cfg.vhost_user else (QEMU,):
+    needs_qsd = cfg.vhost_user or cfg.eio
+    for path in (QEMU, QSD) if needs_qsd else (QEMU,):
         if not path.exists():
             raise ConfigError(f'{path} is missing: run devtools/build.sh')
     prepare_guest()
