@@ -57,6 +57,9 @@ Modes (environment, one at a time):
                  blkdebug nodes that fail one write, then one read with
                  EIO; the VM must stop (werror/rerror=stop) each time,
                  and continue once the fault is removed
+  MEMLOCK_USER=1 QEMU without CAP_IPC_LOCK and an 8 MiB RLIMIT_MEMLOCK:
+                 guest RAM cannot be pinned, requests must bounce
+  NOBODY=1       the same, with QEMU running as user nobody
 
 Fails when a fio job or its verification failed, the guest did not
 finish, QEMU or the daemon did not exit cleanly, no discard reached the
@@ -73,6 +76,8 @@ import json
 import logging
 import os
 from pathlib import Path
+import pwd
+import grp
 import random
 import re
 import shutil
@@ -186,6 +191,8 @@ class Config:
     migrate: bool = False
     enospc: bool = False
     eio: bool = False
+    memlock_user: bool = False
+    nobody: bool = False
 
     @classmethod
     def from_env(cls, env: Dict[str, str], vhost_user: bool = False
@@ -232,6 +239,8 @@ class Config:
         cfg.migrate = flag('MIGRATE')
         cfg.enospc = flag('ENOSPC')
         cfg.eio = flag('EIO')
+        cfg.memlock_user = flag('MEMLOCK_USER')
+        cfg.nobody = flag('NOBODY')
         cfg.check()
         return cfg
 
@@ -258,6 +267,8 @@ class Config:
         modes = [name for name, on in (('MIGRATE', self.migrate),
                                        ('ENOSPC', self.enospc),
                                        ('EIO', self.eio),
+                                       ('MEMLOCK_USER', self.memlock_user),
+                                       ('NOBODY', self.nobody),
                                        ('COMPARE', self.compare)) if on]
         if len(modes) > 1:
             raise ConfigError(f"one mode at a time: {' '.join(modes)}")
@@ -294,9 +305,9 @@ class Config:
     @property
     def mode(self) -> str:
         """The mode's name in logs and summaries"""
-        for name in ('migrate', 'enospc', 'eio'):
+        for name in ('migrate', 'enospc', 'eio', 'memlock_user', 'nobody'):
             if getattr(self, name):
-                return name
+                return name.replace('_user', '')
         if self.vhost_user:
             return 'vhost-user'
         return self.controller
@@ -319,6 +330,8 @@ class Config:
             return ('none',)
         if self.fixed_buffers == 'off':
             return ('off',)
+        if self.memlock_user or self.nobody:
+            return ('bounce', 'partial')
         return ('fixed',)
 
 
@@ -333,6 +346,7 @@ class RunResult:
     stats: Dict[str, Any] = field(default_factory=dict)
     io_stats: Dict[str, Any] = field(default_factory=dict)
     bench: Optional[Dict[str, Any]] = None
+    notes: List[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -479,8 +493,8 @@ class Guest:
         args = run.qemu_args()
         if incoming:
             args += ['-incoming', incoming]
-        self.vm = QEMUMachine(str(QEMU), args=args, name=name,
-                              log_dir=str(LOGS))
+        self.vm = QEMUMachine(str(QEMU), args=args, wrapper=run.wrapper(),
+                              name=name, log_dir=str(LOGS))
         self.vm.set_console()   # ttyS0, on a socket pair
         machine = run.cfg.machine
         if run.cfg.vhost_user:
@@ -497,6 +511,16 @@ class Guest:
     def launch(self) -> None:
         """Start QEMU and connect to its QMP monitor"""
         self.vm.launch()
+
+    def credentials(self) -> Tuple[int, int, int]:
+        """QEMU's user id, effective capabilities and RLIMIT_MEMLOCK"""
+        pid = self.vm.get_pid()
+        status = Path(f'/proc/{pid}/status').read_text()
+        uid = int(re.search(r'^Uid:\s+(\d+)', status, re.M)[1])
+        caps = int(re.search(r'^CapEff:\s+(\w+)', status, re.M)[1], 16)
+        limits = Path(f'/proc/{pid}/limits').read_text()
+        memlock = re.search(r'^Max locked memory\s+(\d+)', limits, re.M)
+        return uid, caps, int(memlock[1]) if memlock else -1
 
     def cmd(self, command: str, **args: Any) -> Any:
         """A QMP command; errors raise ExecuteError"""
@@ -1030,6 +1054,19 @@ class Run:
                                           for i in range(cfg.iothreads)]
         return ['-device', json.dumps(dev)]
 
+    def wrapper(self) -> List[str]:
+        """What QEMU runs under: without CAP_IPC_LOCK and with 8 MiB of
+        RLIMIT_MEMLOCK, as root or as nobody"""
+        limit = ['prlimit', f'--memlock={8 * MiB}:{8 * MiB}']
+        if self.cfg.memlock_user:
+            return limit + ['setpriv', '--bounding-set=-ipc_lock',
+                            '--inh-caps=-ipc_lock']
+        if self.cfg.nobody:
+            return limit + ['setpriv', '--reuid=nobody', '--regid=nogroup',
+                            '--clear-groups', '--inh-caps=-all',
+                            '--bounding-set=-all', '--no-new-privs']
+        return []
+
     # Statistics
 
     def node_stats(self, cmd: Callable[..., Any], save: Optional[Path] = None
@@ -1093,6 +1130,9 @@ class Run:
         self.disk_path = self.image
         if self.faults:
             self.disk_path = self.faults.setup(stack, self.image)
+        if self.cfg.nobody:
+            os.chown(self.image, pwd.getpwnam('nobody').pw_uid,
+                     grp.getgrnam('nogroup').gr_gid)
 
     def _start_vhost_user(self) -> None:
         cfg = self.cfg
@@ -1136,6 +1176,8 @@ class Run:
             raise GuestError(f'QEMU did not start: {err}; '
                              f'{src.log_path}') from err
         stack.callback(self._kill_leftovers)
+        if cfg.memlock_user or cfg.nobody:
+            self._check_credentials(src)
 
         if self.migration:
             self.migration.execute(src)
@@ -1159,6 +1201,18 @@ class Run:
             self.guest.wait_for('GUEST-POWEROFF', lambda g: None)
         self.guest.wait_exit()
         self.times['end'] = time.monotonic()
+
+    def _check_credentials(self, guest: Guest) -> None:
+        """QEMU must run without CAP_IPC_LOCK, with 8 MiB of
+        RLIMIT_MEMLOCK, and as nobody with NOBODY=1"""
+        uid, caps, memlock = guest.credentials()
+        self.result.notes.append(f'QEMU ran as uid {uid}, CapEff '
+                                 f'{caps:#x}, RLIMIT_MEMLOCK {memlock}')
+        cap_ipc_lock = 1 << 14
+        if caps & cap_ipc_lock or memlock != 8 * MiB:
+            self.fail(f'QEMU has CAP_IPC_LOCK or RLIMIT_MEMLOCK {memlock}')
+        if self.cfg.nobody and uid != pwd.getpwnam('nobody').pw_uid:
+            self.fail(f'QEMU runs as uid {uid}, not as nobody')
 
     def _kill_leftovers(self) -> None:
         """QEMU processes that a failure left running; exit failures"""
@@ -1259,10 +1313,23 @@ class Run:
             self.fail(f"bounced-requests=0 with buffers={st['buffers']}")
 
     def _check_logs(self) -> None:
-        """QEMU and the daemon must not print errors or warnings"""
+        """QEMU and the daemon must not print errors or warnings, except
+        the pinning warning that the unprivileged modes must print"""
         logs = [LOGS / f'{self.name}.{n}.log'
                 for n in ('qemu', 'qemu-dst', 'qsd', 'qsd-fuse')]
         text = {p: p.read_text(errors='replace') for p in logs if p.exists()}
+        qemu_log = text.get(logs[0], '')
+        if self.cfg.memlock_user or self.cfg.nobody:
+            warning = [line for line in qemu_log.splitlines()
+                       if 'warning: uring' in line]
+            if not warning:
+                self.fail('QEMU gave no warning that guest RAM could not '
+                          'be pinned')
+            else:
+                self.result.notes.append('QEMU warned: ' + qemu_log.strip())
+                text[logs[0]] = ''      # only that warning and its hint
+                if re.search(r'error|assert|abort', qemu_log, re.I):
+                    self.fail(f'QEMU printed an error: {qemu_log[:300]}')
         for path, content in text.items():
             if re.search(r'error|assert|abort|warning', content, re.I):
                 self.fail(f'{path.name} shows errors or warnings: '
@@ -1331,6 +1398,9 @@ class Run:
                     print(f"{'io-error':12} stopped: {s.get('operation')} "
                           f"nospace={s.get('nospace')} "
                           f"({s.get('reason')})", file=out)
+        for note in res.notes:
+            print(f'{"note":12} ' + note.replace('\n', '\n' + ' ' * 13),
+                  file=out)
         t = self.times
         end = t.get('end', time.monotonic())
         print(f"{'time':12} boot to stats "
