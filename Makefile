@@ -2,12 +2,14 @@
 #
 # Entry points of the project; the work is done by devtools/*.
 
-.PHONY: help build check run bench series series-check writeback assemble clean
+.PHONY: help build check run check-guest bench series series-check writeback \
+	assemble clean
 
 help:
 	@echo "make build          assemble build/qemu from the repository and build it"
 	@echo "make check          build, then run all tests (devtools/run-tests.sh)"
 	@echo "make run            boot a guest (devtools/run_guest.py)"
+	@echo "make check-guest    make run in each of its modes"
 	@echo "make bench          run the benchmarks (devtools/bench.sh)"
 	@echo "make series         export the series as mails to out/series"
 	@echo "make series-check   check out/series: apply, checkpatch, build each commit"
@@ -23,6 +25,9 @@ check:
 
 run:
 	devtools/run_guest.py
+
+check-guest:
+	devtools/check_guest.py
 
 bench:
 	devtools/bench.sh
