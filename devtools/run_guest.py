@@ -86,6 +86,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from typing import (Any, Callable, Dict, List, Optional,
                     Sequence, TextIO, Tuple)
 
@@ -150,6 +151,8 @@ JOBS = ('write-qd1', 'write-qd32', 'read-qd1', 'read-qd32', 'flush',
         'trim-fill', 'trim', 'trim-zero', 'reverify')
 DISK_NAMES = {'virtio': 'vda', 'ahci': 'sda', 'nvme': 'nvme0n1'}
 MiB = 1 << 20
+# Seconds without a line on the console after which the guest is stuck
+STALL_S = 300
 
 
 def parse_size(text: str) -> int:
@@ -439,6 +442,7 @@ class ConsoleRecorder(logging.Handler):
         self.out = out
         self.stop_markers: Sequence[str] = ()
         self.on_marker: Dict[str, Callable[[], None]] = {}
+        self.last_line = time.monotonic()
         # pylint: disable=consider-using-with
         self._file = open(path, 'w', encoding='utf-8', errors='replace')
 
@@ -451,6 +455,7 @@ class ConsoleRecorder(logging.Handler):
         if not line:
             return
         self.lines.append(line)
+        self.last_line = time.monotonic()
         self._file.write(line + '\n')
         self._file.flush()
         if not MARKER.match(line):
@@ -531,8 +536,9 @@ class Guest:
         """
         Read the console until @text, calling @idle whenever it has
         been quiet for @poll_s seconds (a stopped VM is quiet).  Raises
-        GuestError on a stop marker, when QEMU exits or at the run's
-        deadline.
+        GuestError on a stop marker, when QEMU exits, when the guest
+        printed nothing for STALL_S seconds (no fio job takes that long)
+        or at the run's deadline.
         """
         sock = self.vm.console_socket
         while True:
@@ -548,6 +554,10 @@ class Guest:
                 if not self.vm.is_running():
                     raise GuestError('QEMU exited') from None
                 idle(self)
+                silent = time.monotonic() - self.run.console.last_line
+                if silent > STALL_S:
+                    raise GuestError(f'the guest printed nothing for '
+                                     f'{silent:.0f} s: stuck') from None
 
     def send_line(self, text: str) -> None:
         """Type a line on the console (CR, as a terminal sends it)"""
@@ -872,6 +882,10 @@ class Migration:
             if buffers != 'pinning':
                 break
             time.sleep(1)
+        if buffers != 'fixed':
+            self.postcopy = f'not checked: guest RAM is not pinned ' \
+                f'(buffers={buffers})'
+            return
         cap = [{'capability': 'postcopy-ram', 'state': True}]
         try:
             src.cmd('migrate-set-capabilities', capabilities=cap)
@@ -956,6 +970,7 @@ class Run:
         if cfg.sqpoll:
             self.name += '-sqpoll'
         self.result = RunResult(self.name, cfg)
+        LOGS.mkdir(parents=True, exist_ok=True)
         self.console = ConsoleRecorder(LOGS / f'{self.name}.console.log',
                                        out)
         self.sock_dir = Path(tempfile.mkdtemp(prefix='run-guest.'))
@@ -1103,7 +1118,6 @@ class Run:
         logger.setLevel(logging.DEBUG)
         logger.propagate = False
         logger.addHandler(self.console)
-        LOGS.mkdir(parents=True, exist_ok=True)
         with open(GUEST_DIR / 'disk.img.lock', 'w', encoding='utf-8') as lk, \
                 contextlib.ExitStack() as stack:
             fcntl.flock(lk, fcntl.LOCK_EX)     # one run at a time
@@ -1114,6 +1128,11 @@ class Run:
                 self._execute(stack)
             except GuestError as err:
                 self.fail(str(err))
+                self.diagnose()
+            except (QMPError, OSError, subprocess.SubprocessError) as err:
+                # QEMU or a helper went away, or a host command failed
+                traceback.print_exc(file=self.out)
+                self.fail(f'{type(err).__name__}: {err}')
         self.check()
         self.report()
         return self.result
@@ -1201,6 +1220,40 @@ class Run:
             self.guest.wait_for('GUEST-POWEROFF', lambda g: None)
         self.guest.wait_exit()
         self.times['end'] = time.monotonic()
+
+    def diagnose(self) -> None:
+        """
+        The guest is stuck or late: what QEMU's run state, the node's
+        statistics and (virtio) the device's virtqueues say, and the
+        stacks of QEMU's threads, in a log
+        """
+        guest = self.guest
+        if guest is None or not guest.vm.is_running():
+            return
+        diag: Dict[str, Any] = {}
+        queries: List[Tuple[str, str, Dict[str, Any]]] = [
+            ('status', 'query-status', {}),
+            ('blockstats', 'query-blockstats', {'query-nodes': True})]
+        if self.cfg.controller == 'virtio' and not self.cfg.vhost_user:
+            queries += [(f'virtqueue{q}', 'x-query-virtio-queue-status',
+                         {'path': '/machine/peripheral/vblk0/virtio-backend',
+                          'queue': q}) for q in range(self.cfg.queues)]
+        for key, command, args in queries:
+            try:
+                diag[key] = guest.vm.cmd(command, args_dict=args)
+            except (QMPError, OSError) as err:
+                diag[key] = f'{type(err).__name__}: {err}'
+        path = LOGS / f'{guest.name}.diag.json'
+        path.write_text(json.dumps(diag, indent=1))
+        status = diag['status']
+        text = f'-- {guest.name}: {status}'
+        if isinstance(status, dict):
+            text = f"-- {guest.name}: status {status['status']}"
+        inuse = [diag[k].get('inuse') for k in diag
+                 if k.startswith('virtqueue') and isinstance(diag[k], dict)]
+        if inuse:
+            text += f', requests in the virtqueues: {inuse}'
+        self.say(f'{text}; {path}, stacks in {guest.dump_stacks()}')
 
     def _check_credentials(self, guest: Guest) -> None:
         """QEMU must run without CAP_IPC_LOCK, with 8 MiB of
