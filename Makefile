@@ -1,15 +1,17 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Entry points of the project; the work is done by devtools/*.sh.
+# Entry points of the project; the work is done by devtools/*.
 
-.PHONY: help build check check-uring check-sanitizers run bench series series-check writeback assemble clean
+.PHONY: help build check check-sanitizers check-uring run check-guest bench \
+	series series-check writeback assemble clean
 
 help:
 	@echo "make build          assemble build/qemu from the repository and build it"
 	@echo "make check          build, then run all tests (devtools/run-tests.sh)"
 	@echo "make check-sanitizers  the same with ASan and UBSan, in build/obj-san"
 	@echo "make check-uring    build, then the quick qemu-iotests over uring (devtools/check-uring.sh)"
-	@echo "make run            boot a guest (devtools/run-guest.sh)"
+	@echo "make run            boot a guest (devtools/run_guest.py)"
+	@echo "make check-guest    make run in each of its modes"
 	@echo "make bench          run the benchmarks (devtools/bench.sh)"
 	@echo "make series         export the series as mails to out/series"
 	@echo "make series-check   check out/series: apply, checkpatch, build each commit"
@@ -30,7 +32,10 @@ check-uring:
 	devtools/check-uring.sh
 
 run:
-	devtools/run-guest.sh
+	devtools/run_guest.py
+
+check-guest:
+	devtools/check_guest.py
 
 bench:
 	devtools/bench.sh

@@ -8,7 +8,9 @@
 # Usage: bench.py OBJDIR OUTDIR [--quick]
 
 import csv
+import dataclasses
 import datetime
+import io
 import json
 import os
 import platform
@@ -17,6 +19,9 @@ import statistics
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run_guest  # noqa: E402  pylint: disable=wrong-import-position
 
 OBJ, OUT = sys.argv[1], sys.argv[2]
 QUICK = '--quick' in sys.argv
@@ -173,14 +178,14 @@ def main():
             json.dump(result, f, indent=1)
 
 
-# Guest level: the guest of make run, per backend
+# Guest level: the guest of make run, per backend (run_guest.Config)
 GUEST_CONFIGS = {
-    'file-threads': {'BACKEND': 'threads'},
-    'file-native': {'BACKEND': 'native'},
-    'file-io_uring': {'BACKEND': 'io_uring'},
-    'uring': {'BACKEND': 'uring'},
-    'uring-sqpoll': {'BACKEND': 'uring', 'SQPOLL': 'on',
-                     'SQPOLL_IDLE': '10'},
+    'file-threads': {'backend': 'threads'},
+    'file-native': {'backend': 'native'},
+    'file-io_uring': {'backend': 'io_uring'},
+    'uring': {'backend': 'uring'},
+    'uring-sqpoll': {'backend': 'uring', 'sqpoll': True,
+                     'sqpoll_idle': 10},
 }
 GUEST_SECS = int(os.environ.get('BENCH_GUEST_SECS', '2'))
 GUEST_REPS = int(os.environ.get('BENCH_GUEST_REPS', '2'))
@@ -189,32 +194,30 @@ GUEST_JOBS = ['bench-read-qd1', 'bench-read-qd32', 'bench-write-qd1',
 CPU_KINDS = ('vcpu', 'iothread', 'main', 'sq-thread', 'io-wq')
 
 
-def guest_run(top, cfg, env):
-    last = os.path.join(top, 'build', 'guest', 'logs', 'last-bench.json')
-    if os.path.exists(last):
-        os.unlink(last)
-    run = subprocess.run(
-        [os.path.join(top, 'devtools', 'run-guest.sh'), '--no-build'],
+def guest_run(cfg, overrides):
+    """The benchmark part of make run's guest with one backend"""
+    # The other settings of make run (ACCEL, GUEST_MEM, ...) apply
+    config = dataclasses.replace(
+        run_guest.Config.from_env(dict(os.environ)),
         # Only the timed jobs: make check runs the verified tests of
         # every backend
-        env=dict(os.environ, GUEST_BENCH=str(GUEST_SECS), GUEST_TESTS='0',
-                 FIO_SIZE='1M', **env),
-        capture_output=True, text=True, check=False)
-    if run.returncode != 0 or not os.path.exists(last):
-        progress(run.stdout[-3000:] + run.stderr[-2000:])
+        guest_bench=GUEST_SECS, guest_tests=False, fio_size='1M',
+        **overrides)
+    out = io.StringIO()
+    result = run_guest.run(config, out)
+    if not result.passed or not result.bench:
+        progress(out.getvalue()[-3000:])
         raise RuntimeError(f'guest run {cfg} failed')
-    with open(last) as f:
-        return json.load(f)
+    return result.bench
 
 
 def guest_bench():
-    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     runs = {cfg: [] for cfg in GUEST_CONFIGS}
     # Interleaved like the driver level: each backend once per round
     for rep in range(GUEST_REPS):
         for cfg, env in GUEST_CONFIGS.items():
             progress(f'guest: round {rep + 1}/{GUEST_REPS}, {cfg:15}')
-            runs[cfg].append(guest_run(top, cfg, env))
+            runs[cfg].append(guest_run(cfg, env))
     progress('\n')
     summary = {cfg: guest_summarize(rs) for cfg, rs in runs.items()}
     guest_report(summary)

@@ -19,6 +19,8 @@ set -euo pipefail
 BUILD_TARGETS="qemu-system-x86_64 qemu-img" "$top/devtools/build.sh"
 # The report goes to the terminal and to bench/results/latest.txt
 mkdir -p "$top/bench/results"
-"$PYTHON" -u "$top/devtools/bench.py" "$OBJ" "$top/bench/results" "$@" |
+# The build's python: the guest level imports the QEMU tree's library
+"$OBJ/pyvenv/bin/python3" -u "$top/devtools/bench.py" "$OBJ" \
+    "$top/bench/results" "$@" |
     tee "$top/bench/results/latest.txt.new"
 mv "$top/bench/results/latest.txt.new" "$top/bench/results/latest.txt"

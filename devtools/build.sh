@@ -36,6 +36,8 @@ configure_opts=(
     --enable-linux-io-uring --enable-linux-aio
     --enable-seccomp
     --enable-vhost-user --enable-vhost-user-blk-server
+    # FUSE exports: make run's EIO mode serves the image through one
+    --enable-fuse
     --disable-docs --disable-download --disable-werror --disable-install-blobs
     --disable-rust --disable-gtk --disable-sdl --disable-opengl
     --python="$PYTHON"

@@ -1,14 +1,15 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Build the test guest of devtools/run-guest.sh under build/guest/, from
+# Build the test guest of devtools/run_guest.py under build/guest/, from
 # Debian packages only:
 #   vmlinuz          Debian's 6.1 kernel: the linux-image-6.1.*-amd64
 #                    package that linux-image-amd64 depends on, fetched
 #                    with apt-get download and unpacked (not installed)
-#   initramfs.cpio   busybox-static, the virtio_pci and virtio_blk
-#                    modules with their dependencies, fio with the
-#                    libraries it links, and devtools/guest/init
+#   initramfs.cpio   busybox-static, the modules of the disk controllers
+#                    (virtio-blk, AHCI, NVMe) with their dependencies,
+#                    fio with the libraries it links, and
+#                    devtools/guest/init
 # Both are cached; the initramfs is rebuilt when one of its inputs
 # changes.  Nothing is downloaded at guest boot.
 #
@@ -25,7 +26,13 @@ mkdir -p "$G"
 exec 7>"$G/.build.lock"
 flock 7
 
-modules=(virtio_pci virtio_blk)
+# The modules of each disk controller that make run offers; the guest
+# loads one set, /lib/modules/load-CONTROLLER lists it in load order.
+declare -A modules=(
+    [virtio]="virtio_pci virtio_blk"
+    [ahci]="ahci sd_mod"
+    [nvme]="nvme"
+)
 
 # The linux-image-6.1.* package that a version of linux-image-amd64
 # depends on: bookworm's, not a backports kernel.
@@ -128,22 +135,27 @@ fi
 
 # The modules in load order, uncompressed (busybox insmod cannot
 # decompress); modprobe --show-depends prints the insmod sequence
-: >"$root/lib/modules/load-order"
-for m in "${modules[@]}"; do
-    modprobe -d "$kroot" -S "$kver" --show-depends "$m" ||
-        die "module $m not found in $kver"
-done | awk '$1 == "insmod" { print $2 }' | while read -r ko; do
-    name=$(basename "$ko")
-    case "$name" in
-    *.ko.xz) name=${name%.xz}; xz -dc "$ko" >"$root/lib/modules/$name" ;;
-    *.ko.zst) name=${name%.zst}; zstd -qdc "$ko" >"$root/lib/modules/$name" ;;
-    *.ko.gz) name=${name%.gz}; gzip -dc "$ko" >"$root/lib/modules/$name" ;;
-    *) cp "$ko" "$root/lib/modules/$name" ;;
-    esac
-    grep -qx "$name" "$root/lib/modules/load-order" ||
-        echo "$name" >>"$root/lib/modules/load-order"
+for set in "${!modules[@]}"; do
+    list="$root/lib/modules/load-$set"
+    : >"$list"
+    # shellcheck disable=SC2086 # a list of module names
+    for m in ${modules[$set]}; do
+        modprobe -d "$kroot" -S "$kver" --show-depends "$m" ||
+            die "module $m not found in $kver"
+    done | awk '$1 == "insmod" { print $2 }' | while read -r ko; do
+        name=$(basename "$ko")
+        case "$name" in
+        *.ko.xz) name=${name%.xz}; unpack="xz -dc" ;;
+        *.ko.zst) name=${name%.zst}; unpack="zstd -qdc" ;;
+        *.ko.gz) name=${name%.gz}; unpack="gzip -dc" ;;
+        *) unpack=cat ;;
+        esac
+        [ -f "$root/lib/modules/$name" ] ||
+            $unpack "$ko" >"$root/lib/modules/$name"
+        grep -qx "$name" "$list" || echo "$name" >>"$list"
+    done
+    [ -s "$list" ] || die "no modules to load for $set"
 done
-[ -s "$root/lib/modules/load-order" ] || die "no modules to load"
 
 install -m 755 "$top/devtools/guest/init" "$root/init"
 
@@ -153,5 +165,5 @@ install -m 755 "$top/devtools/guest/init" "$root/init"
      cpio -o -H newc -R 0:0 --quiet) >"$G/initramfs.cpio.tmp"
 mv "$G/initramfs.cpio.tmp" "$G/initramfs.cpio"
 echo "$key" >"$G/initramfs.key"
-log "initramfs: $(du -h "$G/initramfs.cpio" | cut -f1)," \
-    "modules: $(tr '\n' ' ' <"$root/lib/modules/load-order")"
+log "initramfs: $(du -h "$G/initramfs.cpio" | cut -f1), modules:" \
+    "$(cd "$root/lib/modules" && ls load-* | tr '\n' ' ')"

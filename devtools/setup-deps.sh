@@ -15,7 +15,7 @@ pkgs=(
     build-essential dpkg-dev pkg-config ninja-build ccache git
     flex bison python3 python3-venv
     libglib2.0-dev zlib1g-dev libpixman-1-dev libseccomp-dev
-    liburing-dev libaio-dev
+    liburing-dev libaio-dev libfuse3-dev
     seabios ipxe-qemu qemu-system-data
     fio busybox-static cpio kmod zstd
     util-linux procps jq gnuplot-nox
