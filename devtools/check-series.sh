@@ -4,7 +4,8 @@
 # Check the series as mailed:
 #   apply       git am the patches onto uring-base in a worktree and
 #               compare the result with the uring branch;
-#   checkpatch  scripts/checkpatch.pl on every patch, failing on ERRORs;
+#   checkpatch  scripts/checkpatch.pl --branch over the commits that the
+#               patches gave, failing on ERRORs;
 #   build       (with --build) build every commit in turn in that
 #               worktree, in its own build directory.
 # Without OUTDIR it checks a fresh export of the repository; with it,
@@ -81,18 +82,20 @@ checkpatch_errors() {
          on { r = r $0 "\n" }
          END { flush() }'
 }
-errors=0 ignored=0
-for p in "${patches[@]}"; do
-    out=$(cd "$TREE" && scripts/checkpatch.pl --color=never "$p" 2>&1) || true
-    real=$(checkpatch_errors <<<"$out")
-    e=$(grep -c '^ERROR: ' <<<"$real" || true)
-    ignored=$((ignored + $(grep -c '^ERROR: ' <<<"$out" || true) - e))
-    if [ "$e" -gt 0 ]; then
-        echo "$(basename "$p"): $e errors"
-        sed 's/^/    /' <<<"$real"
-        errors=$((errors + e))
-    fi
-done
+# Over the commits that the mails gave, as a maintainer would run it:
+# checkpatch --branch, which names each commit before its reports.
+out=$(cd "$wt" && scripts/checkpatch.pl --color=never \
+          --branch "$BASE_TAG..HEAD" 2>&1) || true
+real=$(checkpatch_errors <<<"$out")
+errors=$(grep -c '^ERROR: ' <<<"$real" || true)
+ignored=$(($(grep -c '^ERROR: ' <<<"$out" || true) - errors))
+if [ "$errors" -gt 0 ]; then
+    # Which commit each error is in: checkpatch's "N/M Checking commit"
+    awk '/^[0-9]+\/[0-9]+ Checking commit/ { c = $0 }
+         /^ERROR: / && c != "" { print c; c = "" }' <<<"$out" |
+        sed 's/^/    /'
+    sed 's/^/    /' <<<"$real"
+fi
 note=
 [ "$ignored" = 0 ] || note=" ($ignored GRAPH_*LOCK_PTR false positives ignored)"
 if [ "$errors" -gt 0 ]; then
