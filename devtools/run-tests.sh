@@ -6,7 +6,8 @@
 # build/test-logs/), then "N passed, M failed[, K skipped]".
 #
 #   build     devtools/build.sh
-#   qos-test  the virtio-blk paths of upstream's qos-test, one by one
+#   qos-test  the virtio-blk and vhost-user-blk paths of upstream's
+#             qos-test (with the series' uring variants), one by one
 #   unit      test-aio, test-block-iothread, the series' test-fdmon-io_uring
 #             and test-uring*
 #   qtest     the series' tests/qtest/*uring*-test
@@ -103,7 +104,8 @@ cd "$OBJ"
 
 group_start qos-test
 san_log_to qos-test-list
-paths=$(env "${qtest_env[@]}" tests/qtest/qos-test -l | grep '^/.*/virtio-blk' || true)
+paths=$(env "${qtest_env[@]}" tests/qtest/qos-test -l |
+        grep -E '^/.*/(virtio-blk|vhost-user-blk)' || true)
 [ -n "$paths" ] || fail "qos-test: no virtio-blk paths" /dev/null
 for p in $paths; do
     run_gtest "qos$p" env "${qtest_env[@]}" tests/qtest/qos-test -p "$p"
