@@ -10,16 +10,21 @@
 #             qos-test (with the series' uring variants), one by one
 #   unit      test-aio, test-block-iothread, the series' test-fdmon-io_uring
 #             and test-uring*
-#   qtest     the series' tests/qtest/*uring*-test
 #   iotests   check -raw -file: devtools/iotests-upstream.list and the
 #             series' tests/qemu-iotests/tests/uring-*
 #   iotests-uring  the "quick" group over the uring protocol, raw and
 #             qcow2 (devtools/check-uring.sh, devtools/iotests-uring.list)
+#   guest     make run in each of its modes (devtools/check_guest.py):
+#             a TCG guest runs fio with verification on uring through
+#             virtio-blk, AHCI, NVMe and vhost-user-blk, across a live
+#             migration, through ENOSPC and EIO below the node, and
+#             without the right to pin guest RAM
 #   series    devtools/check-series.sh without --build (apply, checkpatch)
 #
 # SANITIZE=1 (make check-sanitizers): the same on the ASan+UBSan build in
 # build/obj-san, logs in build/test-logs-san, and a group "sanitizers"
-# that fails for every sanitizer report.
+# that fails for every sanitizer report; without the guest group (its
+# TCG guests would take too long on that build).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -120,13 +125,6 @@ for t in tests/unit/test-aio tests/unit/test-block-iothread \
 done
 group_end
 
-group_start qtest
-for t in tests/qtest/*uring*-test; do
-    [ -f "$t" ] && [ -x "$t" ] || continue
-    run_gtest "qtest/${t##*/}" env "${qtest_env[@]}" "$t"
-done
-group_end
-
 group_start iotests
 upstream=$(sed 's/#.*//' "$top/devtools/iotests-upstream.list")
 ours=$(cd "$TREE/tests/qemu-iotests/tests" &&
@@ -191,6 +189,22 @@ else
     fail iotests-uring "$out" "no summary line"
 fi
 group_end
+
+if [ -z "${SANITIZE:-}" ]; then
+    group_start guest
+    out="$logs/guest.out"
+    SKIP_BUILD=1 "$top/devtools/check_guest.py" >"$out" 2>&1 || true
+    # "PASS|FAIL MODE (N s, log PATH)", with the key numbers under it
+    while read -r verdict mode rest; do
+        if [ "$verdict" = PASS ]; then
+            pass "guest/$mode"
+        else
+            fail "guest/$mode" "$(sed -E 's/.*log (.*)\)$/\1/' <<<"$rest")"
+        fi
+    done < <(grep -E '^(PASS|FAIL) ' "$out")
+    grep -qE '^(PASS|FAIL) ' "$out" || fail guest "$out" "no result"
+    group_end
+fi
 
 if [ -n "${SANITIZE:-}" ]; then
     group_start sanitizers
