@@ -1151,17 +1151,23 @@ int main(int argc, char **argv)
 
     /*
      * The requests still in flight complete after the window.  A back-end
-     * that does not complete them within 10 s is broken: report it rather
+     * that does not complete them within 3 s is broken: report it rather
      * than hang (exit() ends the threads blocked on their eventfds).
      */
     for (unsigned i = 0; i < opts.queues; i++) {
         struct timespec ts;
 
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += opts.fill ? 600 : 10;
+        ts.tv_sec += opts.fill ? 600 : 3;
         if (pthread_timedjoin_np(queues[i].thread, NULL, &ts)) {
+            Queue *q = &queues[i];
+
             die("queue %u: requests did not complete within %d s "
-                "(back-end stuck?)", i, opts.fill ? 600 : 10);
+                "(back-end stuck?): avail idx %u, used idx %u, %u used "
+                "entries read", i, opts.fill ? 600 : 3,
+                le16toh(__atomic_load_n(&q->avail->idx, __ATOMIC_RELAXED)),
+                le16toh(__atomic_load_n(&q->used->idx, __ATOMIC_RELAXED)),
+                q->last_used);
         }
     }
     for (unsigned i = 0; i < opts.queues; i++) {
