@@ -125,12 +125,14 @@ def run_fio(path, cfg, rw, depth):
 
 
 def fs_type(path):
-    """ext4, tmpfs, ... (stat -f says ext2/ext3 for ext4)"""
+    """ext4, tmpfs, ... (stat -f says ext2/ext3 for ext4); of the mounts
+    stacked on the directory, the last one is the one in use"""
     if path == 'none':
         return ''
-    return subprocess.run(['findmnt', '-n', '-o', 'FSTYPE', '-T',
-                           os.path.dirname(path)],
-                          capture_output=True, text=True).stdout.strip()
+    out = subprocess.run(['findmnt', '-n', '-o', 'FSTYPE', '-T',
+                          os.path.dirname(path)],
+                         capture_output=True, text=True).stdout.split()
+    return out[-1] if out else ''
 
 
 def machine():
