@@ -1,9 +1,13 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Driver-level benchmark of the uring block driver against file with
-# aio=threads, native and io_uring, and bare-metal fio, on the same
-# image, interleaving configurations and repeating each.
+# make bench.  Primary tables: qemu-storage-daemon's vhost-user-blk
+# export driven by devtools/vhost-user-bench (bench_vhost_user.py), on a
+# tmpfs image and on an image on the root file system.  Secondary tables:
+# the uring block driver against file with aio=threads, native and
+# io_uring and bare-metal fio, at the driver level (qemu-img bench), and
+# in the TCG guest of make run.  Configurations are interleaved and
+# repeated.
 #
 # Usage: bench.py OBJDIR OUTDIR [--quick]
 
@@ -22,18 +26,25 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run_guest  # noqa: E402  pylint: disable=wrong-import-position
+import bench_vhost_user  # noqa: E402  pylint: disable=wrong-import-position
 
 OBJ, OUT = sys.argv[1], sys.argv[2]
 QUICK = '--quick' in sys.argv
 QEMU_IMG = os.path.join(OBJ, 'qemu-img')
 IMAGE = os.environ.get('BENCH_IMAGE', '/dev/shm/uring-bench.img')
+# The second target of the vhost-user tables: an image on a disk, the
+# root file system here (ext4 on virtio-blk); none skips it
+DISK_IMAGE = os.environ.get('BENCH_DISK_IMAGE', '/var/tmp/uring-bench.img')
 IMAGE_SIZE = 1 << 30
+VHOST_USER_CLIENT = os.path.join(OBJ, 'vhost-user-bench')
 DEPTHS = [1, 8, 32, 128]
-REPS = int(os.environ.get('BENCH_REPS', '2' if QUICK else '3'))
-# Requests per run: ~0.1-0.4 s per run on this machine, so that make
-# bench on a fresh machine, build and guest level included, stays
-# within 15 minutes
-COUNT = {1: 6000, 8: 20000, 32: 30000, 128: 40000}
+# The driver-level tables are secondary since the vhost-user ones came:
+# 2 rounds, so that make bench on a fresh machine, build, vhost-user and
+# guest level included, stays within 15 minutes
+REPS = int(os.environ.get('BENCH_REPS', '2'))
+# Requests per run: ~0.1-0.2 s per run on this machine (half of what
+# they were before the vhost-user tables)
+COUNT = {1: 3000, 8: 10000, 32: 15000, 128: 20000}
 if QUICK:
     COUNT = {d: c // 4 for d, c in COUNT.items()}
 
@@ -113,6 +124,17 @@ def run_fio(path, cfg, rw, depth):
     }
 
 
+def fs_type(path):
+    """ext4, tmpfs, ... (stat -f says ext2/ext3 for ext4); of the mounts
+    stacked on the directory, the last one is the one in use"""
+    if path == 'none':
+        return ''
+    out = subprocess.run(['findmnt', '-n', '-o', 'FSTYPE', '-T',
+                          os.path.dirname(path)],
+                         capture_output=True, text=True).stdout.split()
+    return out[-1] if out else ''
+
+
 def machine():
     cpu = next((line.split(':', 1)[1].strip()
                 for line in open('/proc/cpuinfo')
@@ -122,11 +144,16 @@ def machine():
         'kernel': platform.release(),
         'cpu': cpu,
         'cpus': os.cpu_count(),
+        'memory_gib': round(os.sysconf('SC_PAGE_SIZE') *
+                            os.sysconf('SC_PHYS_PAGES') / 2**30),
         'image': IMAGE,
-        'image_fs': subprocess.run(['stat', '-f', '-c', '%T', IMAGE],
-                                   capture_output=True,
-                                   text=True).stdout.strip(),
+        'image_fs': fs_type(IMAGE),
+        'disk_image': DISK_IMAGE,
+        'disk_image_fs': fs_type(DISK_IMAGE),
         'reps': REPS,
+        # Other work on the machine shows in the spreads; say how busy it
+        # was (1, 5 and 15 minute load averages)
+        'load_start': ' '.join(f'{v:.2f}' for v in os.getloadavg()),
     }
 
 
@@ -139,43 +166,86 @@ def setup_loop(image):
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-def main():
-    os.makedirs(OUT, exist_ok=True)
-    subprocess.run([QEMU_IMG, 'create', '-q', '-f', 'raw', IMAGE,
+def fill(path):
+    """A fully allocated image, so that reads and writes see the same
+    file"""
+    subprocess.run([QEMU_IMG, 'create', '-q', '-f', 'raw', path,
                     str(IMAGE_SIZE)], check=True)
-    # Allocate the whole image so reads and writes see the same file
-    subprocess.run(['fio', '--name=fill', f'--filename={IMAGE}',
+    subprocess.run(['fio', '--name=fill', f'--filename={path}',
                     '--rw=write', '--bs=1M', f'--size={IMAGE_SIZE}',
-                    '--output=/dev/null'], check=True)
+                    '--direct=1', '--output=/dev/null'], check=True)
 
-    # The file itself, and a host block device over it: on tmpfs the
-    # kernel hands every io_uring request to an io-wq worker (no
-    # IOCB_NOWAIT support), a loop device with direct I/O does not.
-    targets = {'file': IMAGE}
-    loop = setup_loop(IMAGE)
-    if loop:
-        targets['loop'] = loop
+
+def section(result, name, fn, *args):
+    """Run one part of the benchmark into result[name]; its duration
+    goes to the report"""
+    t0 = time.monotonic()
+    result[name] = fn(*args)
+    secs = time.monotonic() - t0
+    label = {'targets': 'driver'}.get(name, name)
+    result['machine'].setdefault('section_secs', {})[label] = round(secs)
+    progress(f'\n{label}: {secs:.0f} s\n')
+
+
+def main():
+    t0 = time.monotonic()
+    os.makedirs(OUT, exist_ok=True)
+    fill(IMAGE)
+    result = {'machine': machine()}
+    m = result['machine']
+    print(f"make bench, {m['date'][:16]}: Linux {m['kernel']}, "
+          f"{m['cpus']} x {m['cpu']}, load average {m['load_start']}")
     try:
-        result = {'machine': machine(), 'targets': {}}
-        m = result['machine']
-        print(f"make bench, {m['date'][:16]}: Linux {m['kernel']}, "
-              f"{m['cpus']} x {m['cpu']}")
-        for name, path in targets.items():
-            summary = bench_target(name, path)
-            result['targets'][name] = {'path': path, 'summary': summary}
+        if os.environ.get('BENCH_VU', '1') != '0':
+            vu_targets = {'tmpfs': IMAGE}
+            if DISK_IMAGE != 'none':
+                fill(DISK_IMAGE)
+                vu_targets[m['disk_image_fs'] or 'disk'] = DISK_IMAGE
+            print('\n######## vhost-user-blk export, no guest (primary)')
+            section(result, 'vhost_user', bench_vhost_user.run,
+                    VHOST_USER_CLIENT, vu_targets, OUT, QUICK)
+        if os.environ.get('BENCH_DRIVER', '1') != '0':
+            print('\n######## driver level, qemu-img bench (secondary)')
+            section(result, 'targets', driver_bench)
     finally:
-        if loop:
-            subprocess.run(['losetup', '-d', loop], check=False)
-        os.unlink(IMAGE)
+        for path in (IMAGE, DISK_IMAGE):
+            if path != 'none' and os.path.exists(path):
+                os.unlink(path)
 
     if os.environ.get('BENCH_GUEST', '1') != '0':
-        result['guest'] = guest_bench()
+        print('\n######## guest level, TCG (secondary)')
+        section(result, 'guest', guest_bench)
 
+    m['load_end'] = ' '.join(f'{v:.2f}' for v in os.getloadavg())
+    m['total_secs'] = round(time.monotonic() - t0)
+    print(f"\nmake bench: {m['total_secs']} s after the build "
+          f"({', '.join(f'{k} {v} s' for k, v in m['section_secs'].items())}"
+          f"); load average at the end {m['load_end']}")
     stamp = time.strftime('%Y%m%d-%H%M%S')
     for path in (os.path.join(OUT, f'driver-{stamp}.json'),
                  os.path.join(OUT, 'latest.json')):
         with open(path, 'w') as f:
             json.dump(result, f, indent=1)
+
+
+def driver_bench():
+    """The driver-level tables: the tmpfs file itself, and a host block
+    device over it: on tmpfs the kernel hands every io_uring request to
+    an io-wq worker (no IOCB_NOWAIT support), a loop device with direct
+    I/O does not."""
+    targets = {'file': IMAGE}
+    loop = setup_loop(IMAGE)
+    if loop:
+        targets['loop'] = loop
+    result = {}
+    try:
+        for name, path in targets.items():
+            summary = bench_target(name, path)
+            result[name] = {'path': path, 'summary': summary}
+    finally:
+        if loop:
+            subprocess.run(['losetup', '-d', loop], check=False)
+    return result
 
 
 # Guest level: the guest of make run, per backend (run_guest.Config)
@@ -188,7 +258,8 @@ GUEST_CONFIGS = {
                      'sqpoll_idle': 10},
 }
 GUEST_SECS = int(os.environ.get('BENCH_GUEST_SECS', '2'))
-GUEST_REPS = int(os.environ.get('BENCH_GUEST_REPS', '2'))
+# One round by default: the vhost-user tables took its time
+GUEST_REPS = int(os.environ.get('BENCH_GUEST_REPS', '1'))
 GUEST_JOBS = ['bench-read-qd1', 'bench-read-qd32', 'bench-write-qd1',
               'bench-write-qd32']
 CPU_KINDS = ('vcpu', 'iothread', 'main', 'sq-thread', 'io-wq')

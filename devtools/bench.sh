@@ -2,21 +2,36 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
 # make bench: the uring driver side by side with file aio=threads,
-# native and io_uring, and with bare-metal fio, in one run on the same
-# image.  Prints ratios against aio=io_uring, writes raw results (CSV and
-# JSON with the machine description), the report (latest.txt) and PNG
-# charts to bench/results/.
+# native and io_uring.  Primary: qemu-storage-daemon's vhost-user-blk
+# export driven by devtools/vhost-user-bench (no guest), on a tmpfs image
+# and on one on the root file system.  Secondary: the driver level
+# (qemu-img bench, with bare-metal fio) and the TCG guest of make run.
+# Prints ratios against aio=io_uring, writes raw results (CSV and JSON
+# with the machine description), the report (latest.txt) and PNG charts
+# to bench/results/.
 #
 #   BENCH_IMAGE=/dev/shm/uring-bench.img  image to use (O_DIRECT capable)
-#   BENCH_REPS=3                          repetitions of each run
+#   BENCH_DISK_IMAGE=/var/tmp/uring-bench.img  vhost-user's second
+#                                         target, on a disk; none: skip
+#   BENCH_VU=1                            vhost-user tables; 0: skip
+#   BENCH_VU_SECS=0.6 BENCH_VU_WARMUP=0.15  seconds per point, warm-up
+#   BENCH_VU_REPS=2                       their rounds
+#   BENCH_VU_DEPTHS="1 8 32 128"          queue depths (per queue)
+#   BENCH_VU_DISK_DEPTHS="1 32"           the same on the disk image
+#   BENCH_VU_QUEUES="1 2"                 virtqueues (the export has 2)
+#   BENCH_VU_CONFIGS="file-threads ..."   a subset of the configurations
+#   BENCH_DRIVER=1                        driver level; 0: skip
+#   BENCH_REPS=2                          driver level: repetitions
 #   BENCH_BLOCKDEV=loop                   also a loop device; none: skip
 #   BENCH_GUEST=1                         guest level; 0: skip
-#   BENCH_GUEST_REPS=2 BENCH_GUEST_SECS=2 its rounds and seconds per job
+#   BENCH_GUEST_REPS=1 BENCH_GUEST_SECS=2 its rounds and seconds per job
 #   devtools/bench.sh [--quick]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-BUILD_TARGETS="qemu-system-x86_64 qemu-img" "$top/devtools/build.sh"
+BUILD_TARGETS="qemu-system-x86_64 qemu-img storage-daemon/qemu-storage-daemon" \
+    "$top/devtools/build.sh"
+build_vhost_user_bench
 # The report goes to the terminal and to bench/results/latest.txt
 mkdir -p "$top/bench/results"
 # The build's python: the guest level imports the QEMU tree's library

@@ -53,3 +53,11 @@ tgit() {
 series_entries() {
     sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$SERIES_FILE"
 }
+
+# devtools/vhost-user-bench.c, the benchmark's vhost-user-blk front-end,
+# into $OBJ: plain gcc, as it needs only libc and the kernel's virtio
+# headers.  Arguments: more compiler flags (make check adds -Werror).
+build_vhost_user_bench() {
+    gcc -Wall -Wextra -O2 -pthread "$@" -o "$OBJ/vhost-user-bench" \
+        "$top/devtools/vhost-user-bench.c"
+}

@@ -10,6 +10,8 @@
 #             qos-test (with the series' uring variants), one by one
 #   unit      test-aio, test-block-iothread, the series' test-fdmon-io_uring
 #             and test-uring*
+#   vhost-user-bench  make bench's vhost-user-blk front-end against
+#             qemu-storage-daemon (devtools/vhost_user_bench_test.py)
 #   iotests   check -raw -file: devtools/iotests-upstream.list and the
 #             series' tests/qemu-iotests/tests/uring-*
 #   iotests-uring  the "quick" group over the uring protocol, raw and
@@ -123,6 +125,27 @@ for t in tests/unit/test-aio tests/unit/test-block-iothread \
     [ -f "$t" ] && [ -x "$t" ] || continue
     run_gtest "unit/${t##*/}" "$t"
 done
+group_end
+
+group_start vhost-user-bench
+# Built with -Werror here, so that make bench never meets a warning; then
+# one line per TAP test of devtools/vhost_user_bench_test.py
+log=$(logfile vhost-user-bench)
+if ! build_vhost_user_bench -Werror >"$log" 2>&1; then
+    fail vhost-user-bench/build "$log"
+else
+    pass vhost-user-bench/build
+    san_log_to vhost-user-bench
+    timeout 300 "$OBJ/pyvenv/bin/python3" \
+        "$top/devtools/vhost_user_bench_test.py" "$OBJ" >>"$log" 2>&1 || true
+    while read -r line; do
+        case "$line" in
+        "ok "*) pass "vhost-user-bench/${line#ok * - }" ;;
+        "not ok "*) fail "vhost-user-bench/${line#not ok * - }" "$log" ;;
+        esac
+    done <"$log"
+    grep -q '^1\.\.[0-9]' "$log" || fail vhost-user-bench "$log" "no TAP plan: the test did not finish"
+fi
 group_end
 
 group_start iotests

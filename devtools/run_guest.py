@@ -347,6 +347,52 @@ class Config:
         return ('fixed',)
 
 
+# The disk's protocol node and its statistics, also used by bench.py's
+# vhost-user benchmark
+
+
+def file_node(cfg: Config, filename: Path) -> Dict[str, Any]:
+    """The protocol node disk0-file of @filename for cfg.backend"""
+    node: Dict[str, Any] = {
+        'node-name': 'disk0-file', 'filename': str(filename),
+        'cache': {'direct': True}, 'discard': 'unmap'}
+    if cfg.backend != 'uring':
+        return {'driver': 'file', 'aio': cfg.backend, **node}
+    node.update(driver='uring', sqpoll=cfg.sqpoll)
+    for key in ('sqpoll_idle', 'fixed_buffers', 'queue_depth'):
+        value = getattr(cfg, key)
+        if value is not None:
+            node[key.replace('_', '-')] = value
+    return node
+
+
+def node_stats(cmd: Callable[..., Any], save: Optional[Path] = None
+               ) -> Tuple[Dict[str, Any], Dict[str, Any], str]:
+    """
+    query-blockstats of disk0-file: its driver-specific data, and the
+    I/O accounting of the BlockBackend above it (the device's), or
+    of the node itself when no listed backend uses it (exports have
+    anonymous backends, which query-blockstats does not list).
+    """
+    nodes = cmd('query-blockstats', query_nodes=True)
+    backends = cmd('query-blockstats')
+    if save:
+        save.write_text(json.dumps({'nodes': nodes,
+                                    'backends': backends}, indent=2))
+    entry = next((e for e in nodes
+                  if e.get('node-name') == 'disk0-file'), None)
+    if entry is None:
+        raise GuestError('disk0-file is not in query-blockstats')
+    for b in backends:
+        p = b
+        while p is not None:
+            if p.get('node-name') == 'disk0-file':
+                return entry.get('driver-specific', {}), b['stats'], \
+                    'backend'
+            p = p.get('parent')
+    return entry.get('driver-specific', {}), entry['stats'], 'node'
+
+
 @dataclass
 class RunResult:
     """What a run found: the verdict, fio's results, the statistics"""
@@ -1008,18 +1054,7 @@ class Run:
 
     def file_node(self, filename: Path) -> Dict[str, Any]:
         """The protocol node of the image"""
-        cfg = self.cfg
-        node: Dict[str, Any] = {
-            'node-name': 'disk0-file', 'filename': str(filename),
-            'cache': {'direct': True}, 'discard': 'unmap'}
-        if cfg.backend != 'uring':
-            return {'driver': 'file', 'aio': cfg.backend, **node}
-        node.update(driver='uring', sqpoll=cfg.sqpoll)
-        for key in ('sqpoll_idle', 'fixed_buffers', 'queue_depth'):
-            value = getattr(cfg, key)
-            if value is not None:
-                node[key.replace('_', '-')] = value
-        return node
+        return file_node(self.cfg, filename)
 
     def qemu_args(self) -> List[str]:
         """Everything but what QEMUMachine adds (QMP, console, machine)"""
@@ -1093,31 +1128,11 @@ class Run:
 
     # Statistics
 
-    def node_stats(self, cmd: Callable[..., Any], save: Optional[Path] = None
+    @staticmethod
+    def node_stats(cmd: Callable[..., Any], save: Optional[Path] = None
                    ) -> Tuple[Dict[str, Any], Dict[str, Any], str]:
-        """
-        query-blockstats of disk0-file: its driver-specific data, and the
-        I/O accounting of the BlockBackend above it (the device's), or
-        of the node itself when no listed backend uses it (exports have
-        anonymous backends, which query-blockstats does not list).
-        """
-        nodes = cmd('query-blockstats', query_nodes=True)
-        backends = cmd('query-blockstats')
-        if save:
-            save.write_text(json.dumps({'nodes': nodes,
-                                        'backends': backends}, indent=2))
-        entry = next((e for e in nodes
-                      if e.get('node-name') == 'disk0-file'), None)
-        if entry is None:
-            raise GuestError('disk0-file is not in query-blockstats')
-        for b in backends:
-            p = b
-            while p is not None:
-                if p.get('node-name') == 'disk0-file':
-                    return entry.get('driver-specific', {}), b['stats'], \
-                        'backend'
-                p = p.get('parent')
-        return entry.get('driver-specific', {}), entry['stats'], 'node'
+        """See the module function node_stats()"""
+        return node_stats(cmd, save)
 
     # The run
 
