@@ -39,7 +39,6 @@
 #include "qemu/rcu_queue.h"
 #include "qemu/stats64.h"
 #include "qemu/units.h"
-#include "block/aio-wait.h"
 #include "block/block_int.h"
 #include "block/block-io.h"
 #include "block/uring-bufs.h"
@@ -541,6 +540,46 @@ static UringCtxRing *uring_ctx_ring_add(BDRVUringState *s, AioContext *ctx,
     return cr;
 }
 
+typedef struct UringInCtx {
+    QEMUBHFunc *fn;
+    void *opaque;
+    QemuEvent done;
+} UringInCtx;
+
+static void uring_in_ctx_bh(void *opaque)
+{
+    UringInCtx *c = opaque;
+
+    c->fn(c->opaque);
+    qemu_event_set(&c->done);
+}
+
+/*
+ * Run @fn(@opaque) in @ctx's thread and wait for it.  Rings are set up
+ * and freed that way, in the thread that polls them.
+ *
+ * This may run under the graph write lock: a node that a BlockBackend
+ * gets or loses as its root (bdrv_replace_child) is given or loses the
+ * device's contexts then.  So it must not run a nested main loop, as
+ * aio_wait_bh_oneshot() would: a main-loop BH that takes the lock (the
+ * deletion of another export, say) would find it taken.  It waits for
+ * @ctx's thread alone, which needs nothing from this thread to run @fn.
+ */
+static void uring_run_in_ctx(AioContext *ctx, QEMUBHFunc *fn, void *opaque)
+{
+    UringInCtx c = { .fn = fn, .opaque = opaque };
+
+    GLOBAL_STATE_CODE();
+    if (ctx == qemu_get_aio_context()) {
+        fn(opaque);
+        return;
+    }
+    qemu_event_init(&c.done, false);
+    aio_bh_schedule_oneshot(ctx, uring_in_ctx_bh, &c);
+    qemu_event_wait(&c.done);
+    qemu_event_destroy(&c.done);
+}
+
 static void uring_ctx_ring_free_bh(void *opaque)
 {
     UringCtxRing *cr = opaque;
@@ -564,7 +603,7 @@ static void uring_ctx_ring_remove(BDRVUringState *s, UringCtxRing *cr)
         uring_ring_stats_add(&s->retired, cr->ring);
     }
     trace_uring_ctx_ring_remove(s->bs, cr->ctx, cr->ring);
-    aio_wait_bh_oneshot(cr->ctx, uring_ctx_ring_free_bh, cr);
+    uring_run_in_ctx(cr->ctx, uring_ctx_ring_free_bh, cr);
     g_free_rcu(cr, rcu);
 }
 
@@ -1048,13 +1087,20 @@ bool uring_prepare_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
     for (i = 0; i < n; i++) {
         UringPrepare p = { .s = s, .ctx = ctxs[i] };
 
-        aio_wait_bh_oneshot(ctxs[i], uring_prepare_bh, &p);
+        uring_run_in_ctx(ctxs[i], uring_prepare_bh, &p);
         if (p.err) {
+            /* Under the graph write lock, the node is drained already */
+            bool drain = !s->bs->quiesce_counter;
+
             error_propagate_prepend(errp, p.err, "Cannot set up io_uring "
                                     "for node '%s': ", uring_node_name(s));
-            bdrv_drained_begin(s->bs);
+            if (drain) {
+                bdrv_drained_begin(s->bs);
+            }
             uring_release_io_contexts(s, ctxs, i);
-            bdrv_drained_end(s->bs);
+            if (drain) {
+                bdrv_drained_end(s->bs);
+            }
             return false;
         }
     }

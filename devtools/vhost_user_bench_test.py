@@ -77,9 +77,7 @@ def client(sock: Path, *args: str, expect_rc: int = 0
 
 class Export:
     """qemu-storage-daemon serving @image on @sock, 2 queues, in an
-    IOThread.  One export per daemon: with two, quit after I/O on a uring
-    node asserts in bdrv_graph_wrlock() (uring_ctx_ring_remove() polls
-    for a BH under the graph lock, which runs the other export's deletion)"""
+    IOThread"""
 
     def __init__(self, name: str, cfg: run_guest.Config, image: Path,
                  tmp: Path, writable: bool = True):
