@@ -238,6 +238,20 @@ def run_tests(tap: Tap, tmp: Path, image: Path) -> None:
                                '4')
         tap.check(f'{name}: --fill, then verified reads', fill_and_read)
 
+    # Enough requests in flight that the IOThread's io_uring fills up while
+    # it handles one queue's kick, and submits another queue's re-armed
+    # poll of its kick eventfd before that kick is read: the eventfd is
+    # reported ready again once empty, which libvhost-user took for an
+    # error and stopped the queue
+    def deep_queues() -> None:
+        with Export('deep', run_guest.Config(backend='io_uring'), image,
+                    tmp) as exp:
+            for _ in range(3):
+                client(exp.sock, '--queues', '2', '--depth', '128',
+                       '--time', '0.3', '--warmup', '0.1')
+    tap.check('file-io_uring: 2 queues of 128 requests keep running',
+              deep_queues)
+
 
 def main() -> int:
     tap = Tap()
