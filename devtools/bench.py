@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -342,8 +343,16 @@ def guest_report(summary):
         print(f'{cfg:15}{total:9.0f} {ratio:5.2f}x ±{sp:4.0%}   ({split})')
 
 
+def describe_failure(e):
+    """What a failed run died of, in a few words"""
+    if e.returncode < 0:
+        return f'killed by {signal.Signals(-e.returncode).name}, retried'
+    return f'exit status {e.returncode}, retried'
+
+
 def bench_target(target, path):
     rows = []
+    retried = []
     names = list(CONFIGS) + list(FIO)
     total = REPS * 2 * len(DEPTHS) * len(names)
     done = 0
@@ -354,7 +363,13 @@ def bench_target(target, path):
             for depth in DEPTHS:
                 for cfg in names:
                     run = run_fio if cfg in FIO else run_qemu_img
-                    r = run(path, cfg, rw, depth)
+                    try:
+                        r = run(path, cfg, rw, depth)
+                    except subprocess.CalledProcessError as e:
+                        # Once more, and say so under the table
+                        retried.append(f'{cfg} {rw} QD{depth}: '
+                                       f'{describe_failure(e)}')
+                        r = run(path, cfg, rw, depth)
                     r.update(config=cfg, rw=rw, depth=depth, rep=rep)
                     rows.append(r)
                     done += 1
@@ -371,6 +386,8 @@ def bench_target(target, path):
     summary = summarize(rows)
     print(f'\n=== {target}: {path}')
     report(summary, names)
+    for line in retried:
+        print(f'RETRIED: {line}')
     chart(summary, names, os.path.join(OUT, f'latest-{target}'), path)
     return summary
 
