@@ -46,14 +46,6 @@ mkdir -p "$logs"
 passed=0 failed=0 skipped=0
 t_start=$SECONDS
 
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-skip() { echo "SKIP $1${2:+ ($2)}"; skipped=$((skipped + 1)); }
-fail() {
-    echo "FAIL $1${3:+ ($3)}"
-    [ -f "$2" ] && tail -n 25 "$2" | sed 's/^/    /'
-    failed=$((failed + 1))
-}
-
 # The list's entry for test $1 and format $2: "KIND REASON", or nothing.
 # Lines are "TEST FORMATS KIND REASON", FORMATS a comma-separated list.
 entry() {

@@ -61,3 +61,14 @@ build_vhost_user_bench() {
     gcc -Wall -Wextra -O2 -pthread "$@" -o "$OBJ/vhost-user-bench" \
         "$top/devtools/vhost-user-bench.c"
 }
+
+# Test results, one line each, counted in $passed, $failed and $skipped
+# (make check, make check-uring): PASS NAME; SKIP NAME [WHY];
+# FAIL NAME [LOG [WHY]], with the tail of LOG.
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+skip() { echo "SKIP $1${2:+ ($2)}"; skipped=$((skipped + 1)); }
+fail() {
+    echo "FAIL $1${3:+ ($3)}"
+    [ -f "$2" ] && tail -n 25 "$2" | sed 's/^/    /'
+    failed=$((failed + 1))
+}

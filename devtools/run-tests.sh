@@ -36,13 +36,6 @@ mkdir -p "$logs"
 passed=0 failed=0 skipped=0
 
 logfile() { echo "$logs/$(tr -c 'A-Za-z0-9_.-' '_' <<<"$1").log"; }
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-skip() { echo "SKIP $1${2:+ ($2)}"; skipped=$((skipped + 1)); }
-fail() {
-    echo "FAIL $1${3:+ ($3)}"
-    [ -f "$2" ] && tail -n 25 "$2" | sed 's/^/    /'
-    failed=$((failed + 1))
-}
 
 # Sanitizer reports go to files, $logs/sanitizer/NAME.EXE.PID (NAME says
 # which test); the last group fails for each.  A process stops at its
