@@ -28,6 +28,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run_guest  # noqa: E402  pylint: disable=wrong-import-position
 import bench_vhost_user  # noqa: E402  pylint: disable=wrong-import-position
+from bench_vhost_user import median_spread, progress  # noqa: E402  pylint: disable=wrong-import-position
 
 OBJ, OUT = sys.argv[1], sys.argv[2]
 QUICK = '--quick' in sys.argv
@@ -72,12 +73,6 @@ FIO = {
     'fio-fixed-sqpoll': ['--fixedbufs=1', '--registerfiles=1',
                          '--sqthread_poll=1'],
 }
-
-
-def progress(text):
-    """Progress goes to stderr: stdout is the report (latest.txt)"""
-    sys.stderr.write(text if text.startswith('\n') else '\r' + text)
-    sys.stderr.flush()
 
 
 def run_qemu_img(path, cfg, rw, depth):
@@ -296,11 +291,6 @@ def guest_bench():
     return {'runs': runs, 'summary': summary}
 
 
-def median_spread(vals):
-    m = statistics.median(vals)
-    return m, (max(vals) - min(vals)) / m if m else 0
-
-
 def guest_summarize(runs):
     s = {'jobs': {}}
     for j in GUEST_JOBS:
@@ -463,35 +453,12 @@ def targets(summary):
 
 
 def chart(summary, names, base, path):
-    data = base + '.dat'
-    with open(data, 'w') as f:
-        for rw in ('read', 'write'):
-            f.write(f'# {rw}\nconfig ' +
-                    ' '.join(f'QD{d}' for d in DEPTHS) + '\n')
-            for cfg in names:
-                f.write(cfg + ' ' + ' '.join(
-                    f"{summary[f'{cfg}/{rw}/{d}']['iops'] / 1000:.1f}"
-                    for d in DEPTHS) + '\n')
-            f.write('\n\n')
-    script = f'''
-set terminal png size 1200,500 font ",10" noenhanced
-set output "{base}.png"
-set multiplot layout 1,2 title "4k random I/O on {path}, kIOPS (median of {REPS})"
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid border -1
-set key top left
-set grid ytics
-set xtics rotate by -30
-set yrange [0:*]
-do for [i=0:1] {{
-  set title (i == 0 ? "random read" : "random write")
-  plot for [c=2:{len(DEPTHS) + 1}] "{data}" index i using c:xtic(1) \\
-       title columnhead(c)
-}}
-unset multiplot
-'''
-    subprocess.run(['gnuplot'], input=script, text=True, check=True)
+    panels = [(f'random {rw}', {
+        cfg: [summary[f'{cfg}/{rw}/{d}']['iops'] / 1000 for d in DEPTHS]
+        for cfg in names}) for rw in ('read', 'write')]
+    bench_vhost_user.histogram_png(
+        base, f'4k random I/O on {path}, kIOPS (median of {REPS})',
+        [f'QD{d}' for d in DEPTHS], panels)
 
 
 if __name__ == '__main__':

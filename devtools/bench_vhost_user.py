@@ -294,30 +294,25 @@ def bench_target(client: str, target: str, image: str, s: Settings,
     return {'path': image, 'summary': summary, 'failures': failures}
 
 
-def chart(target: str, image: str, s: Settings,
-          summary: Dict[str, Dict[str, float]], base: str) -> None:
-    """kIOPS and daemon CPU us/IO on one queue, read and write"""
+def histogram_png(base: str, title: str, columns: Sequence[str],
+                  panels: Sequence[Any]) -> None:
+    """Clustered histograms in @base.png (the data in @base.dat), two
+    panels per line: @panels holds (title, {row label: values}), one
+    value per column"""
     data = base + '.dat'
-    q = s.queues[0]
     with open(data, 'w', encoding='utf-8') as f:
-        for metric, scale in (('iops', 1000), ('cpu_us_per_io', 1)):
-            for rw in ('read', 'write'):
-                f.write(f'# {metric} {rw}\nconfig ' +
-                        ' '.join(f'QD{d}' for d in s.depths) + '\n')
-                for cfg in s.configs:
-                    f.write(cfg + ' ' + ' '.join(
-                        f"{summary[k][metric] / scale:.2f}"
-                        if (k := f'{cfg}/{rw}/{q}/{d}') in summary else '0'
-                        for d in s.depths) + '\n')
-                f.write('\n\n')
-    panels = ['random read, kIOPS', 'random write, kIOPS',
-              'random read, daemon CPU us/IO',
-              'random write, daemon CPU us/IO']
+        for ptitle, rows in panels:
+            f.write(f'# {ptitle}\nconfig ' + ' '.join(columns) + '\n')
+            for label, vals in rows.items():
+                f.write(label + ' ' + ' '.join(f'{v:.2f}' for v in vals)
+                        + '\n')
+            f.write('\n\n')
+    lines = (len(panels) + 1) // 2
+    titles = '", "'.join(p[0] for p in panels)
     script = f'''
-set terminal png size 1200,900 font ",10" noenhanced
+set terminal png size 1200,{50 + 425 * lines} font ",10" noenhanced
 set output "{base}.png"
-set multiplot layout 2,2 title "vhost-user-blk export on {target} ({image}), \\
-4k random, {q} queue, median of {s.reps}"
+set multiplot layout {lines},2 title "{title}"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid border -1
@@ -325,15 +320,33 @@ set key top left
 set grid ytics
 set xtics rotate by -30
 set yrange [0:*]
-array titles[4] = ["{'", "'.join(panels)}"]
-do for [i=0:3] {{
+array titles[{len(panels)}] = ["{titles}"]
+do for [i=0:{len(panels) - 1}] {{
   set title titles[i + 1]
-  plot for [c=2:{len(s.depths) + 1}] "{data}" index i using c:xtic(1) \\
+  plot for [c=2:{len(columns) + 1}] "{data}" index i using c:xtic(1) \\
        title columnhead(c)
 }}
 unset multiplot
 '''
     subprocess.run(['gnuplot'], input=script, text=True, check=True)
+
+
+def chart(target: str, image: str, s: Settings,
+          summary: Dict[str, Dict[str, float]], base: str) -> None:
+    """kIOPS and daemon CPU us/IO on one queue, read and write"""
+    q = s.queues[0]
+    panels = []
+    for metric, scale, what in (('iops', 1000, 'kIOPS'),
+                                ('cpu_us_per_io', 1, 'daemon CPU us/IO')):
+        for rw in ('read', 'write'):
+            panels.append((f'random {rw}, {what}', {
+                cfg: [summary[k][metric] / scale
+                      if (k := f'{cfg}/{rw}/{q}/{d}') in summary else 0
+                      for d in s.depths]
+                for cfg in s.configs}))
+    histogram_png(base, f'vhost-user-blk export on {target} ({image}), '
+                  f'4k random, {q} queue, median of {s.reps}',
+                  [f'QD{d}' for d in s.depths], panels)
 
 
 def cell(r: Optional[Dict[str, float]], b: Optional[Dict[str, float]],

@@ -88,40 +88,32 @@ for fmt in "${formats[@]}"; do
     # longer than 10.  timeout runs check in a process group of its own
     # (its pid); whatever is left in it afterwards (QEMUs of a failed or
     # timed-out test, which may not react to SIGTERM) is killed.
+    # check -tap: TAP on stdout, the failures' diffs on stderr.
     timeout -k 10 "$uring_timeout" "${check[@]}" "-$fmt" -uring \
-        -j "$jobs" --color off "${run[@]}" >"$log" 2>&1 &
+        -j "$jobs" -tap "${run[@]}" >"$log" 2>"$log.err" &
     tpid=$!
     wait "$tpid" || true
     kill -KILL -- "-$tpid" 2>/dev/null || true
-    # Per test: "NAME  pass|fail|not run  [start] [end] ... reason"
-    # (after a progress line ended by \r); at the end, the diffs of the
-    # failures against their reference output.
-    tr '\r' '\n' <"$log" >"$log.lines"
     for t in "${run[@]}"; do
-        line=$(grep -E "^$t +(pass|fail|not run) +\[" "$log.lines" |
-               tail -n1 || true)
+        iotest_result "$log" "$t"
         e=$(entry "$t" "$fmt")
         kind=${e%% *} reason=${e#* }
-        case "$line" in
-        "$t "*" pass "*)
+        case $verdict in
+        pass)
             if [ "$kind" = xfail ]; then
                 pass "$fmt/$t (XPASS: listed as xfail, update the list)"
             else
                 pass "$fmt/$t"
             fi ;;
-        "$t "*" not run "*)
-            why=$(sed -E 's/.* {2,}//' <<<"$line")
+        notrun)
             if [ "$kind" = notrun ]; then
                 skip "$fmt/$t" "$why"
             else
                 fail "$fmt/$t" /dev/null "not run ($why), not listed as notrun"
             fi ;;
-        "$t "*" fail "*)
+        fail)
             tlog="$logs/$fmt-$t.log"
-            { echo "$line"
-              awk -v out="/$t.out" '/^--- /{on = index($0, out) > 0}
-                                    /^(Not run|Failures|Failed|Passed|Some cases)/{on = 0}
-                                    on' "$log.lines"; } >"$tlog"
+            iotest_diff "$log.err" "$t" >"$tlog"
             if [ "$kind" = xfail ]; then
                 skip "$fmt/$t" "expected failure: $reason"
             else

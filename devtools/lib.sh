@@ -72,3 +72,37 @@ fail() {
     [ -f "$2" ] && tail -n 25 "$2" | sed 's/^/    /'
     failed=$((failed + 1))
 }
+
+# Results of qemu-iotests' "check -tap" (make check, make check-uring).
+# iotest_result OUT TEST, OUT the TAP output (check's stdout), sets
+# $verdict to pass, fail, notrun, started (no result: it hung until a
+# timeout) or none, and $why to a test's reason for not running: TAP
+# drops it, but check leaves it in TEST_DIR/FMT-PROTO-TEST/TEST.notrun,
+# and the TAP header names TEST_DIR.
+iotest_result() {
+    local out=$1 t=$2 line fmt dir
+    line=$(grep -E "^(not )?ok [^ ]+ $t( |\$)" "$out" | tail -n1 || true)
+    why=''
+    case "$line" in
+    "not ok "*) verdict=fail ;;
+    *" # SKIP"*)
+        verdict=notrun
+        fmt=$(cut -d' ' -f2 <<<"$line")
+        dir=$(sed -n 's/^# TEST_DIR *-- //p' "$out")
+        why=$(cat "$dir/$fmt"-*-"$t/$t.notrun" 2>/dev/null | head -n1 || true)
+        ;;
+    "ok "*) verdict=pass ;;
+    *)
+        if grep -qE "^# running [^ ]+ $t\$" "$out"; then
+            verdict=started
+        else
+            verdict=none
+        fi ;;
+    esac
+}
+
+# iotest_diff ERR TEST: a failed test's diff against its reference
+# output, from check's stderr ERR
+iotest_diff() {
+    awk -v out="/$2.out" '/^--- /{on = index($0, out) > 0} on' "$1"
+}

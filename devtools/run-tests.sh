@@ -147,39 +147,29 @@ ours=$(cd "$TREE/tests/qemu-iotests/tests" &&
        ls uring-* 2>/dev/null | grep -v '\.out$' || true)
 log="$logs/iotests.log"
 san_log_to iotests
-# About 2 minutes, 10 with the sanitizers, on 2 busy cores
+# About 2 minutes, 10 with the sanitizers, on 2 busy cores.  check -tap:
+# TAP on stdout, the failures' diffs on stderr.
 timeout=900
 [ -z "${SANITIZE:-}" ] || timeout=1800
 (cd tests/qemu-iotests &&
  PYTHON="$OBJ/pyvenv/bin/python3" timeout $timeout "$OBJ/pyvenv/bin/python3" \
-     check -raw -file -j "$(nproc)" --color off $upstream $ours) \
-    >"$log" 2>&1 || true
-# check prints "NAME  pass|fail|not run  [start] [end] ... reason" per
-# test (after a progress line ended by \r), and at the end the diffs
-# of the failures against their reference output, NAME.out.
-tr '\r' '\n' <"$log" >"$log.lines"
-if ! grep -qE '^[^ ]+ +(pass|fail|not run) +\[' "$log.lines"; then
-    fail iotests "$log" "check ran no test"
+     check -raw -file -j "$(nproc)" -tap $upstream $ours) \
+    >"$log" 2>"$log.err" || true
+if ! grep -qE '^1\.\.[0-9]+$' "$log"; then
+    fail iotests "$log.err" "check ran no test"
     upstream='' ours=''
 fi
 for t in $upstream $ours; do
-    line=$(grep -E "^$t +(pass|fail|not run) +\[" "$log.lines" | tail -n1 || true)
-    case "$line" in
-    "$t "*" pass "*) pass "iotests/$t" ;;
-    "$t "*" not run "*) skip "iotests/$t" "$(sed -E 's/.* {2,}//' <<<"$line")" ;;
-    "$t "*" fail "*)
-        # Its result line, then its diff (check prints them at the end).
+    iotest_result "$log" "$t"
+    case $verdict in
+    pass) pass "iotests/$t" ;;
+    notrun) skip "iotests/$t" "$why" ;;
+    fail)
         tlog=$(logfile "iotests/$t")
-        { echo "$line"
-          awk -v out="/$t.out" '/^--- /{on = index($0, out) > 0}
-                                /^(Not run|Failures|Failed|Passed|Some cases)/{on = 0}
-                                on' "$log.lines"; } >"$tlog"
+        iotest_diff "$log.err" "$t" >"$tlog"
         fail "iotests/$t" "$tlog" ;;
-    *) if grep -qE "^$t +started" "$log.lines"; then
-           fail "iotests/$t" "$log" "started, no result: hung until check's timeout?"
-       else
-           fail "iotests/$t" "$log" "no result"
-       fi ;;
+    started) fail "iotests/$t" "$log" "started, no result: hung until check's timeout?" ;;
+    *) fail "iotests/$t" "$log" "no result" ;;
     esac
 done
 group_end
