@@ -67,12 +67,7 @@ CONFIGS = {
 }
 
 # fio on the host: the ceiling, with the same io_uring features
-FIO = {
-    'fio': [],
-    'fio-fixed': ['--fixedbufs=1', '--registerfiles=1'],
-    'fio-fixed-sqpoll': ['--fixedbufs=1', '--registerfiles=1',
-                         '--sqthread_poll=1'],
-}
+FIO = bench_vhost_user.FIO
 
 
 def run_qemu_img(path, cfg, rw, depth):
@@ -423,9 +418,7 @@ def report(summary, names):
     targets(summary)
 
 
-# The uring configurations and the bare-metal fio run with the same
-# io_uring features (fixed file, fixed buffers, SQPOLL or not)
-URING_PEERS = {'uring': 'fio-fixed', 'uring-sqpoll': 'fio-fixed-sqpoll'}
+URING_PEERS = bench_vhost_user.URING_PEERS
 
 
 def targets(summary):

@@ -20,6 +20,7 @@
 #   BENCH_VU_DISK_DEPTHS="1 32"           the same on the disk image
 #   BENCH_VU_QUEUES="1 2"                 virtqueues (the export has 2)
 #   BENCH_VU_CONFIGS="file-threads ..."   a subset of the configurations
+#   BENCH_VU_FIO="fio-fixed fio-fixed-sqpoll"  bare fio rows (ceilings)
 #   BENCH_DRIVER=1                        driver level; 0: skip
 #   BENCH_REPS=2                          driver level: repetitions
 #   BENCH_BLOCKDEV=loop                   also a loop device; none: skip

@@ -39,6 +39,18 @@ CONFIGS = {
                                      sqpoll_idle=10),
 }
 
+# Bare fio on the same image, the ceiling, with the same io_uring
+# features as uring (fixed file and fixed buffers, SQPOLL or not); fio
+# sets up its rings with COOP_TASKRUN, SINGLE_ISSUER and DEFER_TASKRUN
+FIO = {
+    'fio': [],
+    'fio-fixed': ['--fixedbufs=1', '--registerfiles=1'],
+    'fio-fixed-sqpoll': ['--fixedbufs=1', '--registerfiles=1',
+                         '--sqthread_poll=1'],
+}
+# uring's configurations and their fio peers
+URING_PEERS = {'uring': 'fio-fixed', 'uring-sqpoll': 'fio-fixed-sqpoll'}
+
 # Kinds of the daemon's threads for the CPU split
 KINDS = ('main', 'iothread', 'sq-thread', 'io-wq', 'worker', 'other')
 KIND_LABELS = {'main': 'main', 'iothread': 'IOThr', 'sq-thread': 'sqp',
@@ -75,6 +87,9 @@ class Settings:
                                       ' '.join(CONFIGS)).split()
         if BASELINE not in self.configs:
             self.configs.insert(0, BASELINE)
+        # fio's rows, run like a configuration but without the daemon
+        self.ceilings = os.environ.get('BENCH_VU_FIO',
+                                       ' '.join(URING_PEERS.values())).split()
 
 
 class BenchError(Exception):
@@ -85,6 +100,11 @@ def progress(text: str) -> None:
     """Progress goes to stderr: stdout is the report (latest.txt)"""
     sys.stderr.write(text if text.startswith('\n') else '\r' + text)
     sys.stderr.flush()
+
+
+def task_comm(pid: int, tid: str) -> str:
+    with open(f'/proc/{pid}/task/{tid}/comm', encoding='utf-8') as f:
+        return f.read().strip()
 
 
 def task_start(pid: int, tid: str) -> int:
@@ -132,8 +152,11 @@ class Daemon:
                 raise BenchError(f'{self.qsd.name}: no vhost-user socket; '
                                  f'see {self.qsd.log_path}')
             time.sleep(0.05)
+        # The export prepares its uring ring at creation: with SQPOLL
+        # the kernel's iou-sqp-* thread is there already
         tids = [t for t in os.listdir(f'/proc/{self.pid}/task')
-                if int(t) != self.pid]
+                if int(t) != self.pid and not task_comm(self.pid, t)
+                .startswith('iou-')]
         tids.sort(key=lambda t: (task_start(self.pid, t), int(t)))
         self.baseline = [self.pid] + [int(t) for t in tids]
         if len(tids) != 3:
@@ -209,6 +232,35 @@ def run_point(client: str, daemon: Daemon, s: Settings, rw: str,
     return row
 
 
+def run_fio(image: str, cfg: str, s: Settings, rw: str, queues: int,
+            depth: int) -> Dict[str, Any]:
+    """fio on @image, one job (and ring) per queue, for the same time as
+    a client run"""
+    args = ['fio', '--name=ceiling', f'--filename={image}', '--direct=1',
+            '--ioengine=io_uring', f'--rw=rand{rw}', '--bs=4k',
+            f'--iodepth={depth}', f'--numjobs={queues}', '--group_reporting',
+            '--time_based', f'--runtime={round(s.secs * 1000)}ms',
+            f'--ramp_time={round(s.warmup * 1000)}ms', '--norandommap',
+            '--lat_percentiles=1', '--output-format=json'] + FIO[cfg]
+    try:
+        r = subprocess.run(args, capture_output=True, text=True, check=True,
+                           timeout=s.secs + s.warmup + 60)
+        job = json.loads(r.stdout[r.stdout.index('{'):])['jobs'][0]
+    except (subprocess.SubprocessError, ValueError) as err:
+        raise BenchError(f"{' '.join(args)}: {err}") from err
+    io = job[rw]
+    ios = max(io['total_ios'], 1)
+    # getrusage() of the jobs over the run, SQ polling threads included
+    cpu = (job['usr_cpu'] + job['sys_cpu']) / 100 * job['job_runtime'] / 1000
+    row = {'iops': io['iops'],
+           'lat_mean_us': io['lat_ns']['mean'] / 1000,
+           'lat_p99_us': io['lat_ns']['percentile']['99.000000'] / 1000,
+           'cpu_us_per_io': cpu / ios * 1e6, 'client_cpu_us_per_io': 0.0}
+    row.update({f'cpu_{k}': 0.0 for k in KINDS})
+    row['cpu_other'] = row['cpu_us_per_io']
+    return row
+
+
 def median_spread(vals: Sequence[float]):
     m = statistics.median(vals)
     return m, (max(vals) - min(vals)) / m if m else 0
@@ -243,11 +295,22 @@ def bench_target(client: str, target: str, image: str, s: Settings,
     failures: List[Dict[str, Any]] = []
     points = [(rw, q, d) for rw in ('read', 'write') for q in s.queues
               for d in s.depths]
-    total = s.reps * len(s.configs) * len(points)
+    total = s.reps * (len(s.configs) + len(s.ceilings)) * len(points)
     done = 0
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix='vu-bench-') as tmp:
         for rep in range(s.reps):
+            for cfg in s.ceilings:
+                for rw, q, d in points:
+                    point = dict(config=cfg, rw=rw, queues=q, depth=d,
+                                 rep=rep)
+                    try:
+                        point.update(run_fio(image, cfg, s, rw, q, d))
+                        rows.append(point)
+                    except BenchError as err:
+                        failures.append(dict(point, error=str(err)))
+                    done += 1
+                    progress(f'vhost-user {target}: {done}/{total} runs')
             for cfg in s.configs:
                 def new_daemon(cfg: str = cfg) -> Daemon:
                     d = Daemon(f'vu-bench-{target}-{cfg}', CONFIGS[cfg],
@@ -343,7 +406,7 @@ def chart(target: str, image: str, s: Settings,
                 cfg: [summary[k][metric] / scale
                       if (k := f'{cfg}/{rw}/{q}/{d}') in summary else 0
                       for d in s.depths]
-                for cfg in s.configs}))
+                for cfg in s.configs + s.ceilings}))
     histogram_png(base, f'vhost-user-blk export on {target} ({image}), '
                   f'4k random, {q} queue, median of {s.reps}',
                   [f'QD{d}' for d in s.depths], panels)
@@ -370,7 +433,8 @@ def report(target: str, image: str, s: Settings,
     print(f'qemu-storage-daemon, 1 IOThread, num-queues={EXPORT_QUEUES}; '
           f'devtools/vhost-user-bench: {s.secs:g} s per point after '
           f'{s.warmup:g} s warm-up, median of {s.reps} '
-          f'({secs:.0f} s in all)')
+          f'({secs:.0f} s in all); fio-*: bare fio on the same image, '
+          'one job per queue, with its own CPU time')
     for rw in ('read', 'write'):
         for q in s.queues:
             print(f"\n4k random {rw}, {q} queue{'s' if q > 1 else ''} "
@@ -383,7 +447,7 @@ def report(target: str, image: str, s: Settings,
                     ('lat_p99_us', 'p99 latency us', 1),
                     ('cpu_us_per_io', 'daemon CPU us/IO', 1)):
                 print(f'  {label}')
-                for cfg in s.configs:
+                for cfg in s.configs + s.ceilings:
                     cells = ''
                     for d in s.depths:
                         cells += cell(get(cfg, rw, q, d),
@@ -391,6 +455,7 @@ def report(target: str, image: str, s: Settings,
                     print(f'{cfg:15}{cells}')
             cpu_split(s, get, rw, q)
     uring_paths(s, summary)
+    goals(s, get)
 
 
 def cpu_split(s: Settings, get: Callable[..., Dict[str, float]], rw: str,
@@ -418,6 +483,47 @@ def cpu_split(s: Settings, get: Callable[..., Dict[str, float]], rw: str,
             parts.append(' '.join(f"{r[f'cpu_{k}']:6.1f}" for k in kinds) +
                          f"  = {r['cpu_us_per_io']:5.1f} {ratio}")
         print(f'{cfg:15}' + ' | '.join(parts))
+
+
+def goals(s: Settings, get: Callable[..., Optional[Dict[str, float]]]
+          ) -> None:
+    """The goals of the vhost-user path, printed as met or not (never
+    asserted), for 1 queue: at QD32, >= 1.3x the IOPS of aio=io_uring at
+    <= its CPU/IO, or where the device is the limit <= 0.7x its CPU/IO,
+    and >= 80% of bare fio's IOPS; at QD1, <= 0.85x the mean latency of
+    aio=io_uring and <= that of aio=native"""
+    if not {1, 32} <= set(s.depths):
+        return
+    print('\nGoals (1 queue):')
+    for rw in ('read', 'write'):
+        b1, b32 = get(BASELINE, rw, 1, 1), get(BASELINE, rw, 1, 32)
+        native = get('file-native', rw, 1, 1)
+        for cfg, peer in URING_PEERS.items():
+            u1, u32 = get(cfg, rw, 1, 1), get(cfg, rw, 1, 32)
+            if not (b1 and b32 and u1 and u32):
+                continue
+            iops = u32['iops'] / b32['iops']
+            cpu = u32['cpu_us_per_io'] / b32['cpu_us_per_io']
+            lat = u1['lat_mean_us'] / b1['lat_mean_us']
+            checks = [
+                (f'QD32 >= 1.3x IOPS at <= CPU/IO, or <= 0.7x CPU/IO: '
+                 f'{iops:.2f}x IOPS at {cpu:.2f}x CPU/IO',
+                 (iops >= 1.3 and cpu <= 1) or cpu <= 0.7),
+                (f'QD1 mean latency <= 0.85x: {lat:.2f}x', lat <= 0.85)]
+            if native:
+                checks.append((
+                    f"QD1 mean latency <= aio=native's: "
+                    f"{u1['lat_mean_us']:.0f} against "
+                    f"{native['lat_mean_us']:.0f} us",
+                    u1['lat_mean_us'] <= native['lat_mean_us']))
+            f32 = get(peer, rw, 1, 32)
+            if f32:
+                checks.append((f'QD32 >= 80% of {peer}: '
+                               f"{u32['iops'] / f32['iops']:.0%}",
+                               u32['iops'] >= 0.8 * f32['iops']))
+            for text, ok in checks:
+                print(f"  {rw:5} {cfg:12}  {text} -> "
+                      f"{'met' if ok else 'NOT met'}")
 
 
 def uring_paths(s: Settings, summary: Dict[str, Dict[str, float]]) -> None:
