@@ -37,7 +37,12 @@ CONFIGS = {
     'uring': run_guest.Config(backend='uring'),
     'uring-sqpoll': run_guest.Config(backend='uring', sqpoll=True,
                                      sqpoll_idle=10),
+    'uring-nopoll': run_guest.Config(backend='uring'),
 }
+# The IOThread's options beyond its id: uring-nopoll shows what the
+# IOThread's adaptive polling (poll-max-ns, 32 us by default) costs and
+# gains
+IOTHREAD_OPTS = {'uring-nopoll': ',poll-max-ns=0'}
 
 # Bare fio on the same image, the ceiling, with the same io_uring
 # features as uring (fixed file and fixed buffers, SQPOLL or not); fio
@@ -126,14 +131,14 @@ class Daemon:
     """
 
     def __init__(self, name: str, cfg: run_guest.Config, image: str,
-                 sock_dir: Path):
+                 sock_dir: Path, iothread_opts: str = ''):
         self.sock = sock_dir / f'{name}.vhost-user'
         self.cfg = cfg
         export = ('type=vhost-user-blk,id=exp0,node-name=disk0,writable=on,'
                   f'addr.type=unix,addr.path={self.sock},'
                   f'num-queues={EXPORT_QUEUES},iothread=iot0,'
                   'fixed-iothread=on')
-        args = ['--object', 'iothread,id=iot0',
+        args = ['--object', 'iothread,id=iot0' + iothread_opts,
                 '--blockdev', json.dumps(run_guest.file_node(cfg, image)),
                 '--blockdev', 'driver=raw,node-name=disk0,file=disk0-file',
                 '--export', export]
@@ -314,7 +319,8 @@ def bench_target(client: str, target: str, image: str, s: Settings,
             for cfg in s.configs:
                 def new_daemon(cfg: str = cfg) -> Daemon:
                     d = Daemon(f'vu-bench-{target}-{cfg}', CONFIGS[cfg],
-                               image, Path(tmp))
+                               image, Path(tmp),
+                               IOTHREAD_OPTS.get(cfg, ''))
                     d.start()
                     return d
                 daemon = new_daemon()
