@@ -94,7 +94,8 @@ from typing import (Any, Callable, Dict, List, Optional,
 
 TOP = Path(__file__).resolve().parent.parent
 BUILD = TOP / 'build'
-OBJ = BUILD / 'obj'
+# SANITIZE=1 runs the ASan+UBSan build, as devtools/lib.sh does
+OBJ = BUILD / ('obj-san' if os.environ.get('SANITIZE') else 'obj')
 QEMU_TREE = BUILD / 'qemu'
 GUEST_DIR = BUILD / 'guest'
 LOGS = GUEST_DIR / 'logs'
