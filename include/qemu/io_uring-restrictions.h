@@ -84,6 +84,38 @@ static inline int qemu_io_uring_enable_rings(struct io_uring *ring)
 #endif
 }
 
+/*
+ * qemu_io_uring_restricted_ring_usable:
+ * @setup_flags: more IORING_SETUP_* flags for the ring, like
+ *               IORING_SETUP_SQPOLL, or 0
+ *
+ * Whether this host lets a process create a disabled ring and install
+ * restrictions on it, as fdmon-io_uring and the uring block driver do.
+ * io_uring may be missing or older than Linux 5.10, or turned off
+ * (kernel.io_uring_disabled, seccomp).  For tests, to skip what cannot run;
+ * it makes the system calls itself, so callers need not link liburing.
+ */
+static inline bool qemu_io_uring_restricted_ring_usable(unsigned setup_flags)
+{
+    struct io_uring_params p = {
+        .flags = IORING_SETUP_R_DISABLED | setup_flags,
+    };
+    struct io_uring_restriction res = {
+        .opcode = IORING_RESTRICTION_SQE_OP,
+        .sqe_op = IORING_OP_READ_FIXED,
+    };
+    int fd = syscall(__NR_io_uring_setup, 1, &p);
+    long ret;
+
+    if (fd < 0) {
+        return false;
+    }
+    ret = syscall(__NR_io_uring_register, fd, IORING_REGISTER_RESTRICTIONS,
+                  &res, 1);
+    close(fd);
+    return ret == 0;
+}
+
 #endif /* HAVE_IO_URING_SETUP_R_DISABLED */
 
 #endif /* QEMU_IO_URING_RESTRICTIONS_H */

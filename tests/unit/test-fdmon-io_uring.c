@@ -19,25 +19,6 @@
 static AioContext *ctx;
 static bool restrictions_supported;
 
-/* Can the kernel create a disabled ring, restrict it and enable it? */
-static bool check_restrictions_supported(void)
-{
-    struct io_uring ring;
-    struct io_uring_restriction res = {
-        .opcode = IORING_RESTRICTION_SQE_OP,
-        .sqe_op = IORING_OP_NOP,
-    };
-    bool ret;
-
-    if (io_uring_queue_init(1, &ring, IORING_SETUP_R_DISABLED) < 0) {
-        return false;
-    }
-    ret = qemu_io_uring_register_restrictions(&ring, &res, 1) == 0 &&
-          qemu_io_uring_enable_rings(&ring) == 0;
-    io_uring_queue_exit(&ring);
-    return ret;
-}
-
 /* Returns true if @c has a ring and the kernel can restrict it */
 static bool has_restricted_ring(AioContext *c)
 {
@@ -278,7 +259,7 @@ int main(int argc, char **argv)
 {
     qemu_init_main_loop(&error_fatal);
     ctx = qemu_get_aio_context();
-    restrictions_supported = check_restrictions_supported();
+    restrictions_supported = qemu_io_uring_restricted_ring_usable(0);
 
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/fdmon-io_uring/allowed/block-requests",

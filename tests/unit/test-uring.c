@@ -538,32 +538,13 @@ static void test_ring_submit_errors(void)
     close(fd);
 }
 
-/* Whether this kernel can make a disabled, restricted ring at all */
-static bool restricted_ring_usable(void)
-{
-    struct io_uring_params p = { .flags = IORING_SETUP_R_DISABLED };
-    struct io_uring_restriction res = {
-        .opcode = IORING_RESTRICTION_SQE_OP,
-        .sqe_op = IORING_OP_READ_FIXED,
-    };
-    struct io_uring ring;
-    int ret;
-
-    if (io_uring_queue_init_params(1, &ring, &p) < 0) {
-        return false;
-    }
-    ret = qemu_io_uring_register_restrictions(&ring, &res, 1);
-    io_uring_queue_exit(&ring);
-    return ret == 0;
-}
-
 int main(int argc, char **argv)
 {
     qemu_init_main_loop(&error_abort);
     ctx = qemu_get_current_aio_context();
 
     g_test_init(&argc, &argv, NULL);
-    if (restricted_ring_usable()) {
+    if (qemu_io_uring_restricted_ring_usable(0)) {
         g_test_add_func("/uring/bufs/generations", test_bufs_generations);
         g_test_add_func("/uring/bufs/bounce-wait", test_bufs_bounce_wait);
         g_test_add_func("/uring/bufs/split", test_bufs_split);
