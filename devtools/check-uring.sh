@@ -77,7 +77,9 @@ for fmt in "${formats[@]}"; do
     run=()
     for t in $quick; do
         e=$(entry "$t" "$fmt")
-        if [ "${e%% *}" = exclude ]; then
+        if sanitize_skips "$t"; then
+            skip "$fmt/$t" "$SANITIZE_SKIP_WHY"
+        elif [ "${e%% *}" = exclude ]; then
             skip "$fmt/$t" "excluded: ${e#exclude }"
         else
             run+=("$t")

@@ -145,6 +145,12 @@ group_start iotests
 upstream=$(sed 's/#.*//' "$top/devtools/iotests-upstream.list")
 ours=$(cd "$TREE/tests/qemu-iotests/tests" &&
        ls uring-* 2>/dev/null | grep -v '\.out$' || true)
+for t in $upstream; do
+    if sanitize_skips "$t"; then
+        skip "iotests/$t" "$SANITIZE_SKIP_WHY"
+        upstream=$(tr ' ' '\n' <<<"$upstream" | grep -vx "$t")
+    fi
+done
 log="$logs/iotests.log"
 san_log_to iotests
 # About 2 minutes, 10 with the sanitizers, on 2 busy cores.  check -tap:
