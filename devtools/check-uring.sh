@@ -67,8 +67,7 @@ if [ -n "$build" ]; then
 fi
 
 cd "$OBJ/tests/qemu-iotests"
-check=(env PYTHON="$OBJ/pyvenv/bin/python3" "$OBJ/pyvenv/bin/python3" check)
-quick=$("${check[@]}" -n -g quick)
+quick=$("${IOTESTS_CHECK[@]}" -n -g quick)
 [ -n "$quick" ] || { fail "check -n -g quick" /dev/null "no test"; exit 1; }
 
 for fmt in "${formats[@]}"; do
@@ -91,7 +90,7 @@ for fmt in "${formats[@]}"; do
     # (its pid); whatever is left in it afterwards (QEMUs of a failed or
     # timed-out test, which may not react to SIGTERM) is killed.
     # check -tap: TAP on stdout, the failures' diffs on stderr.
-    timeout -k 10 "$uring_timeout" "${check[@]}" "-$fmt" -uring \
+    timeout -k 10 "$uring_timeout" "${IOTESTS_CHECK[@]}" "-$fmt" -uring \
         -j "$jobs" -tap "${run[@]}" >"$log" 2>"$log.err" &
     tpid=$!
     wait "$tpid" || true
@@ -121,6 +120,7 @@ for fmt in "${formats[@]}"; do
             else
                 fail "$fmt/$t" "$tlog"
             fi ;;
+        garbled) fail "$fmt/$t" "$log" "result line interleaved with another" ;;
         *) fail "$fmt/$t" "$log" "no result: hung until the timeout?" ;;
         esac
     done

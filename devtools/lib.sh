@@ -87,10 +87,22 @@ sanitize_skips() {
     [ -n "${SANITIZE:-}" ] && [[ " $SANITIZE_SKIP_IOTESTS " == *" $1 "* ]]
 }
 
+# qemu-iotests' check, run from $OBJ/tests/qemu-iotests:
+# "${IOTESTS_CHECK[@]}" ARGS.  check -j N runs the tests in a pool of
+# processes that print their own TAP lines.  With PYTHONUNBUFFERED set
+# (it is on these machines) print() writes a line and its newline in two
+# write()s, and two workers' lines can interleave into one
+# ("ok raw 258 # SKIPok raw 228 # SKIP"), which hides a result.
+# Buffered, a worker writes all of a test's lines in the one write() of
+# its flush at the end of the test.
+IOTESTS_CHECK=(env -u PYTHONUNBUFFERED PYTHON="$OBJ/pyvenv/bin/python3"
+               "$OBJ/pyvenv/bin/python3" check)
+
 # Results of qemu-iotests' "check -tap" (make check, make check-uring).
 # iotest_result OUT TEST, OUT the TAP output (check's stdout), sets
 # $verdict to pass, fail, notrun, started (no result: it hung until a
-# timeout) or none, and $why to a test's reason for not running: TAP
+# timeout), garbled (its result line is glued to another: see
+# IOTESTS_CHECK) or none, and $why to a test's reason for not running: TAP
 # drops it, but check leaves it in TEST_DIR/FMT-PROTO-TEST/TEST.notrun,
 # and the TAP header names TEST_DIR.
 iotest_result() {
@@ -107,7 +119,9 @@ iotest_result() {
         ;;
     "ok "*) verdict=pass ;;
     *)
-        if grep -qE "^# running [^ ]+ $t\$" "$out"; then
+        if grep -qE "[^ ](not )?ok [^ ]+ $t( |\$)" "$out"; then
+            verdict=garbled
+        elif grep -qE "^# running [^ ]+ $t\$" "$out"; then
             verdict=started
         else
             verdict=none

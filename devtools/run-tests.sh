@@ -158,9 +158,8 @@ san_log_to iotests
 timeout=900
 [ -z "${SANITIZE:-}" ] || timeout=1800
 (cd tests/qemu-iotests &&
- PYTHON="$OBJ/pyvenv/bin/python3" timeout $timeout "$OBJ/pyvenv/bin/python3" \
-     check -raw -file -j "$(nproc)" -tap $upstream $ours) \
-    >"$log" 2>"$log.err" || true
+ timeout $timeout "${IOTESTS_CHECK[@]}" -raw -file -j "$(nproc)" -tap \
+     $upstream $ours) >"$log" 2>"$log.err" || true
 if ! grep -qE '^1\.\.[0-9]+$' "$log"; then
     fail iotests "$log.err" "check ran no test"
     upstream='' ours=''
@@ -175,6 +174,7 @@ for t in $upstream $ours; do
         iotest_diff "$log.err" "$t" >"$tlog"
         fail "iotests/$t" "$tlog" ;;
     started) fail "iotests/$t" "$log" "started, no result: hung until check's timeout?" ;;
+    garbled) fail "iotests/$t" "$log" "result line interleaved with another" ;;
     *) fail "iotests/$t" "$log" "no result" ;;
     esac
 done
