@@ -7,9 +7,16 @@
 # copied from this repository.  The commits are built in a scratch
 # index, so only files whose content changed are rewritten in the work
 # tree and the next ninja run is incremental.
+#
+# The commits are authored and signed off by the user's git identity
+# (user.name, user.email), whatever the patches say, so that build/qemu
+# holds what make series mails and make writeback, run after, writes
+# that identity into patches/.  Where git has no identity (a fresh CI
+# machine) the patches' own authors and messages are kept.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+user_identity
 "$top/devtools/fetch-qemu.sh"
 
 base=$(tgit rev-parse "$BASE_TAG^{commit}")
@@ -40,12 +47,20 @@ while read -r patch files; do
     tree=$(tgit write-tree)
     subject=$(sed -n 's/^Subject: //p' "$tmp/info")
     [ -n "$subject" ] || die "$patch has no Subject"
-    export GIT_AUTHOR_NAME=$(sed -n 's/^Author: //p' "$tmp/info")
-    export GIT_AUTHOR_EMAIL=$(sed -n 's/^Email: //p' "$tmp/info")
-    export GIT_AUTHOR_DATE=$(sed -n 's/^Date: //p' "$tmp/info")
-    export GIT_COMMITTER_DATE=$GIT_AUTHOR_DATE
-    parent=$( { printf '%s\n\n' "$subject"; cat "$tmp/msg"; } |
-              tgit commit-tree "$tree" -p "$parent")
+    { printf '%s\n\n' "$subject"; cat "$tmp/msg"; } >"$tmp/message"
+    if [ -n "$user_name" ] && [ -n "$user_email" ]; then
+        GIT_AUTHOR_NAME=$user_name
+        GIT_AUTHOR_EMAIL=$user_email
+        sign_off "$user_name" "$user_email" <"$tmp/message" >"$tmp/signed"
+        mv "$tmp/signed" "$tmp/message"
+    else
+        GIT_AUTHOR_NAME=$(sed -n 's/^Author: //p' "$tmp/info")
+        GIT_AUTHOR_EMAIL=$(sed -n 's/^Email: //p' "$tmp/info")
+    fi
+    GIT_AUTHOR_DATE=$(sed -n 's/^Date: //p' "$tmp/info")
+    GIT_COMMITTER_DATE=$GIT_AUTHOR_DATE
+    export GIT_AUTHOR_NAME GIT_AUTHOR_EMAIL GIT_AUTHOR_DATE GIT_COMMITTER_DATE
+    parent=$(tgit commit-tree "$tree" -p "$parent" <"$tmp/message")
 done < <(series_entries)
 unset GIT_INDEX_FILE
 

@@ -54,6 +54,77 @@ series_entries() {
     sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$SERIES_FILE"
 }
 
+# Identities that stand for nobody and must not be mailed: the series'
+# old author ("uring series <uring@localhost>", also lib.sh's committer
+# of build/qemu, which format-patch does not show) and any address at
+# localhost.  An extended regular expression, for grep -E and awk.
+PLACEHOLDER_ID_RE='uring series <|[[:alnum:]._%+-]+@localhost([.]localdomain)?([^[:alnum:].-]|$)'
+
+# Every commit of the series is authored and signed off by the user's
+# git identity in this repository: user_identity sets $user_name and
+# $user_email, empty where git has none configured.
+user_identity() {
+    user_name=$(git -C "$top" config user.name || true)
+    user_email=$(git -C "$top" config user.email || true)
+}
+
+# The same, for what is mailed: dies when there is none, or a placeholder.
+require_user_identity() {
+    user_identity
+    [ -n "$user_name" ] && [ -n "$user_email" ] ||
+        die "git user.name and user.email are not configured; the series" \
+            "is mailed from and signed off by them.  Set them with:" \
+            "git config --global user.name 'Your Name';" \
+            "git config --global user.email you@example.org"
+    ! grep -qE "$PLACEHOLDER_ID_RE" <<<"$user_name <$user_email>" ||
+        die "git identity '$user_name <$user_email>' is a placeholder;" \
+            "set user.name and user.email to yours"
+}
+
+# sign_off NAME EMAIL: the commit message on stdin with exactly one
+# Signed-off-by of NAME <EMAIL>, the last trailer.  Drops placeholder
+# sign-offs and other ones of EMAIL; keeps the rest (a chain of real
+# sign-offs, as in a patch picked from someone else).
+sign_off() {
+    local sob="Signed-off-by: $1 <$2>"
+    awk -v re="$PLACEHOLDER_ID_RE" -v email="<$2>" '
+        /^Signed-off-by: / && ($0 ~ re || index($0, email)) { next }
+        { print }' |
+        sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' |
+        git interpret-trailers --no-divider --where end --if-exists add \
+            --if-missing add --trailer "$sob"
+}
+
+# identity_problems NAME EMAIL MAIL...: a line per problem in the mails,
+# "MAIL:LINE: what": a From: other than NAME <EMAIL>, a patch (not a
+# cover letter) without exactly one Signed-off-by of NAME <EMAIL>, and
+# each line with a placeholder identity (in a header, the message or
+# the diff, such as a MAINTAINERS entry).
+identity_problems() {
+    local name=$1 email=$2 m t from n
+    shift 2
+    t=$(mktemp -d)
+    for m in "$@"; do
+        if ! git mailinfo "$t/msg" "$t/diff" <"$m" >"$t/info" 2>/dev/null; then
+            echo "$m:1: not a mail"
+            continue
+        fi
+        from="$(sed -n 's/^Author: //p' "$t/info") <$(sed -n 's/^Email: //p' "$t/info")>"
+        [ "$from" = "$name <$email>" ] ||
+            echo "$m:$(grep -n -m1 '^From: ' "$m" | cut -d: -f1): From: $from," \
+                 "not $name <$email>"
+        case "$m" in
+        */0000-cover-letter.patch) ;;
+        *)
+            n=$(grep -cFx "Signed-off-by: $name <$email>" "$t/msg" || true)
+            [ "$n" = 1 ] ||
+                echo "$m:1: $n Signed-off-by: lines of $name <$email>, not 1" ;;
+        esac
+        grep -nE "$PLACEHOLDER_ID_RE" "$m" | sed "s|^|$m:|; s|\$|  (placeholder)|" || true
+    done
+    rm -rf "$t"
+}
+
 # devtools/vhost-user-bench.c, the benchmark's vhost-user-blk front-end,
 # into $OBJ: plain gcc, as it needs only libc and the kernel's virtio
 # headers.  Arguments: more compiler flags (make check adds -Werror).

@@ -21,7 +21,8 @@
 #             virtio-blk, AHCI, NVMe and vhost-user-blk, across a live
 #             migration, through ENOSPC and EIO below the node, and
 #             without the right to pin guest RAM
-#   series    devtools/check-series.sh without --build (apply, checkpatch)
+#   series    devtools/check-series.sh without --build (identity, apply,
+#             checkpatch)
 #
 # SANITIZE=1 (make check-sanitizers): the same on the ASan+UBSan build in
 # build/obj-san, logs in build/test-logs-san, and a group "sanitizers"
@@ -259,7 +260,7 @@ else
     # Each step's output ends with its "OK|FAIL STEP ..." line.
     awk -v dir="$logs" '{ buf = buf $0 "\n" }
         /^(OK|FAIL) / { printf "%s", buf > (dir "/series-" $2 ".log"); buf = "" }' "$log"
-    for step in apply checkpatch; do
+    for step in identity apply checkpatch; do
         slog="$logs/series-$step.log"
         case "$(tail -n1 "$slog" 2>/dev/null)" in
         OK*) pass "series/$step" ;;
