@@ -16,6 +16,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+series_layout >/dev/null
 user_identity
 "$top/devtools/fetch-qemu.sh"
 

@@ -1,20 +1,23 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Check the series as mailed:
+# Check the series as mailed, prerequisite series and main series:
 #   identity    every mail is from the user's git identity, every patch
 #               signed off by it once, and none has a placeholder
 #               identity (see export-series.sh);
-#   apply       git am the patches onto uring-base in a worktree and
-#               compare the result with the uring branch;
+#   apply       each prerequisite series applies on uring-base by
+#               itself; then git am of all, prerequisites first, onto
+#               uring-base in a worktree gives the commits of the uring
+#               branch: the same tree at the end of each series;
 #   checkpatch  scripts/checkpatch.pl --branch over the commits that the
 #               patches gave, failing on ERRORs;
 #   build       (with --build) build every commit in turn in that
 #               worktree, in its own build directory.
 # Without OUTDIR it checks a fresh export of the repository; with it,
-# the mails there (make series writes them to out/series).  Where git
-# has no user.name or user.email (a fresh CI machine), the fresh export
-# is signed with a stand-in identity, so that the other checks still run.
+# the mails there (make series writes them to out/series): those that
+# OUTDIR/order lists, or else OUTDIR/[0-9]*.patch.  Where git has no
+# user.name or user.email (a fresh CI machine), the fresh export is
+# signed with a stand-in identity, so that the other checks still run.
 #
 #   devtools/check-series.sh [--build] [OUTDIR]
 set -euo pipefail
@@ -30,8 +33,9 @@ dir="$B/series-check"
 # directory the sources have the same path and ccache hits.
 wt="$dir/qemu"
 obj="$dir/obj"
-
 mkdir -p "$dir"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 
 user_identity
 standin=()
@@ -64,9 +68,31 @@ else
     # commits go back to the patches' authors.
     [ "${#standin[@]}" = 0 ] || "$top/devtools/assemble.sh" >/dev/null
 fi
-mapfile -t patches < <(ls "$mails"/[0-9]*.patch 2>/dev/null |
-                       grep -v '/0000-cover-letter.patch$')
+patches=()
+if [ -f "$mails/order" ]; then
+    while read -r m; do
+        patches+=("$mails/$m")
+    done <"$mails/order"
+else
+    for m in "$mails"/[0-9]*.patch; do
+        [ -f "$m" ] && [ "${m##*/}" != 0000-cover-letter.patch ] && patches+=("$m")
+    done
+fi
 [ "${#patches[@]}" -gt 0 ] || die "no patches in $mails"
+# The series of each patch (its directory; "main" for OUTDIR itself),
+# the index of each series' last patch, and the cover letters.
+series=() last=() covers=()
+for i in "${!patches[@]}"; do
+    d=${patches[$i]%/*}
+    name=main
+    [ "$d" = "$mails" ] || name=${d##*/}
+    if [ "$i" = 0 ] || [ "$name" != "${series[$((i - 1))]}" ]; then
+        [ "$i" = 0 ] || last+=($((i - 1)))
+        [ ! -f "$d/0000-cover-letter.patch" ] || covers+=("$d/0000-cover-letter.patch")
+    fi
+    series+=("$name")
+done
+last+=($((${#patches[@]} - 1)))
 
 failed=0
 ok()   { printf 'OK   %-10s %s\n' "$1" "${*:2}"; }
@@ -76,18 +102,37 @@ fail() { printf 'FAIL %-10s %s\n' "$1" "${*:2}"; failed=1; }
 if [ -z "$user_name" ] || [ -z "$user_email" ]; then
     fail identity "git user.name or user.email is not configured"
 else
-    problems=$(identity_problems "$user_name" "$user_email" "$mails"/*.patch)
+    problems=$(identity_problems "$user_name" "$user_email" \
+                   "${covers[@]}" "${patches[@]}")
     if [ -n "$problems" ]; then
         echo "${problems//"$mails/"/}" | sed 's/^/    /'
         fail identity "$(wc -l <<<"$problems") wrong or placeholder identities" \
                       "in the mails in $mails"
     else
-        ok identity "${#patches[@]} patches and their cover letter" \
+        ok identity "${#patches[@]} patches and ${#covers[@]} cover letters" \
                     "from $user_name <$user_email>, signed off once"
     fi
 fi
 
-# apply: the worktree is reused, so that builds stay incremental.
+# apply: each prerequisite series alone, on the base in a scratch index
+alone_ok=1
+for i in "${!patches[@]}"; do
+    [ "${series[$i]}" != main ] || continue
+    m=${patches[$i]}
+    if [ "$i" = 0 ] || [ "${series[$i]}" != "${series[$((i - 1))]}" ]; then
+        GIT_INDEX_FILE="$tmp/index" tgit read-tree "$BASE_TAG"
+    fi
+    grep -q '^diff --git ' "$m" || continue
+    if ! GIT_INDEX_FILE="$tmp/index" tgit apply --cached "$m" 2>"$tmp/apply.log"; then
+        sed 's/^/    /' "$tmp/apply.log"
+        alone_ok=
+        fail apply "${m#"$mails"/} does not apply on $BASE_TAG without the" \
+                   "series before it, but series ${series[$i]} is posted alone"
+        break
+    fi
+done
+
+# then all of them in a worktree, reused so that builds stay incremental
 if [ -d "$wt" ]; then
     git -C "$wt" am --abort >/dev/null 2>&1 || true
     git -C "$wt" checkout -q -f --detach "$BASE_TAG"
@@ -96,19 +141,34 @@ else
     tgit worktree prune
     tgit worktree add -q --detach "$wt" "$BASE_TAG"
 fi
+mapfile -t want < <(tgit rev-list --reverse "$BASE_TAG..$SERIES_BRANCH")
 if ! git -C "$wt" am -q "${patches[@]}" >"$dir/am.log" 2>&1; then
     cat "$dir/am.log"
     n=$(git -C "$wt" rev-list --count "$BASE_TAG..HEAD")
-    fail apply "${patches[$n]##*/} does not apply on $BASE_TAG and the" \
+    fail apply "${patches[$n]#"$mails"/} does not apply on $BASE_TAG and the" \
                "$n patches before it"
-elif [ "$(git -C "$wt" rev-parse "HEAD^{tree}")" != \
-       "$(tgit rev-parse "$SERIES_BRANCH^{tree}")" ]; then
-    git -C "$wt" diff --stat HEAD "$SERIES_BRANCH"
-    fail apply "the patches apply, but do not give the tree of the" \
-               "$SERIES_BRANCH branch (is $mails stale?)"
-else
-    ok apply "${#patches[@]} patches apply on $BASE_TAG and give the" \
-             "$SERIES_BRANCH tree"
+elif [ -n "$alone_ok" ]; then
+    mapfile -t got < <(git -C "$wt" rev-list --reverse "$BASE_TAG..HEAD")
+    differ=
+    [ "${#got[@]}" = "${#want[@]}" ] ||
+        differ="give ${#got[@]} commits where $SERIES_BRANCH has ${#want[@]}"
+    for k in "${last[@]}"; do
+        [ -z "$differ" ] || break
+        [ "$(tgit rev-parse "${got[$k]}^{tree}")" = \
+          "$(tgit rev-parse "${want[$k]}^{tree}")" ] && continue
+        git -C "$wt" diff --stat "${got[$k]}" "${want[$k]}"
+        differ="the tree after series ${series[$k]} differs from that of"
+        differ+=" $(tgit log -1 --format='%h %s' "${want[$k]}")"
+    done
+    if [ -n "$differ" ]; then
+        fail apply "the patches apply, but $differ (is $mails stale?)"
+    else
+        prereqs=
+        [ "${#last[@]}" = 1 ] ||
+            prereqs=" (after $((${#last[@]} - 1)) prerequisite series, each of which applies alone)"
+        ok apply "${#patches[@]} patches apply on $BASE_TAG$prereqs and give" \
+                 "the $SERIES_BRANCH branch"
+    fi
 fi
 
 # checkpatch: each ERROR: line with its context (up to a blank line or

@@ -54,6 +54,74 @@ series_entries() {
     sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$SERIES_FILE"
 }
 
+# Patches that do not need the rest (fixes of upstream code) are posted
+# as series of their own, which the main series names as prerequisites.
+# In $SERIES_FILE a line "# series: NAME" starts series NAME; the lines
+# before any such line, or after "# series: main", are the main series.
+# The main series comes last: build/qemu has the commits in the order of
+# the file, and the mails must apply in that order, prerequisites first.
+# A series' cover letter is patches/cover-letter-NAME.txt (main:
+# patches/cover-letter.txt).
+SERIES_DIRECTIVE_RE='^#[[:space:]]*series:'
+
+# series_layout: "<series> <patch> [new file ...]" for each line of
+# $SERIES_FILE; fails, saying why, when the layout breaks the rules above.
+series_layout() {
+    awk -v file="${SERIES_FILE#"$top"/}" '
+        function err(m) {
+            print file ":" NR ": " m > "/dev/stderr"
+            bad = 1
+            exit 1
+        }
+        /^#[ \t]*series:/ {
+            name = $0
+            sub(/^#[ \t]*series:[ \t]*/, "", name)
+            sub(/[ \t]+$/, "", name)
+            if (name !~ /^[a-z0-9][a-z0-9-]*$/)
+                err("series name \"" name "\" is not lower-case letters," \
+                    " digits and dashes")
+            if (g == "main")
+                err("series " name " comes after the main series;" \
+                    " prerequisites come first")
+            if (name in seen)
+                err("series " name " appears twice; keep its lines together")
+            if (g != "" && !n)
+                err("series " g " has no patches")
+            seen[name] = 1
+            g = name
+            n = 0
+            next
+        }
+        { sub(/#.*/, "") }
+        /^[ \t]*$/ { next }
+        {
+            if (g == "") {
+                g = "main"
+                seen[g] = 1
+            }
+            n++
+            $1 = $1
+            print g, $0
+        }
+        END {
+            if (bad)
+                exit 1
+            if (g != "" && !n)
+                err("series " g " has no patches")
+            if (g != "" && !("main" in seen))
+                err("no main series: the last series must be \"main\"")
+        }' "$SERIES_FILE"
+}
+
+# The cover letter of series $1: first line the subject, then the blurb.
+cover_letter_file() {
+    if [ "$1" = main ]; then
+        echo "$top/patches/cover-letter.txt"
+    else
+        echo "$top/patches/cover-letter-$1.txt"
+    fi
+}
+
 # Identities that stand for nobody and must not be mailed: the series'
 # old author ("uring series <uring@localhost>", also lib.sh's committer
 # of build/qemu, which format-patch does not show) and any address at

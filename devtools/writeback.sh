@@ -36,12 +36,22 @@ format_patch() {
             --no-signature --no-stat -N "$@"
 }
 
-# The old series: patch names and their new files.
-old_patch=() old_files=()
-while read -r p files; do
+# The old series: patch names, their new files, and the series (see
+# series_layout in lib.sh) that each line is in, also by subject.
+layout=$(series_layout)
+old_patch=() old_files=() old_series=()
+declare -A series_of_subject=()
+while read -r name p files; do
     old_patch+=("$p")
     old_files+=("$files")
-done < <(series_entries)
+    old_series+=("$name")
+    if [ -f "$top/patches/$p" ]; then
+        s=$(git mailinfo "$tmp/m" "$tmp/d" <"$top/patches/$p" | sed -n 's/^Subject: //p')
+        series_of_subject[$s]=${series_of_subject[$s]:-$name}
+    fi
+done <<<"$layout"
+grouped=
+grep -qE "$SERIES_DIRECTIVE_RE" "$SERIES_FILE" && grouped=1
 
 # The new files of each commit, and of the whole series.
 declare -A is_new=() added_by=()
@@ -167,16 +177,52 @@ for files in "${old_files[@]}"; do
     done
 done
 
-# The series: its header comment, then a line per commit.  A line keeps
-# the order of its new files when it lists the same ones as before.
+# The series each commit is in, where patches/series has "# series:"
+# lines: that of the old line with its subject; else, when there are as
+# many commits as old lines, that of the line in its place; else that of
+# the commit before it (after it, for the first).  A guess is reported.
+new_series=()
+if [ -n "$grouped" ]; then
+    for i in "${!commits[@]}"; do
+        name=${series_of_subject[$(tgit log -1 --format=%s "${commits[$i]}")]:-}
+        if [ -z "$name" ] && [ "${#commits[@]}" = "${#old_patch[@]}" ]; then
+            name=${old_series[$i]}
+        fi
+        new_series+=("$name")
+    done
+    guessed=()
+    for i in "${!commits[@]}"; do
+        [ -n "${new_series[$i]}" ] || guessed+=("$i")
+        if [ -z "${new_series[$i]}" ] && [ "$i" -gt 0 ]; then
+            new_series[i]=${new_series[$((i - 1))]}
+        fi
+    done
+    for ((i = ${#commits[@]} - 1; i >= 0; i--)); do
+        [ -n "${new_series[$i]}" ] || new_series[i]=${new_series[$((i + 1))]:-main}
+    done
+    for i in "${guessed[@]}"; do
+        echo "note: patches/series puts ${new_patch[$i]} in series" \
+             "${new_series[$i]}, with its neighbours; move it if it" \
+             "belongs to another" >&2
+    done
+fi
+
+# The series: its header comment, then a line per commit, with a
+# "# series:" line where the series changes.  A line keeps the order of
+# its new files when it lists the same ones as before.
 sorted() { tr ' ' '\n' <<<"$1" | sort | tr '\n' ' '; }
 {
-    sed -n '/^#/!q; p' "$SERIES_FILE"
+    awk -v re="$SERIES_DIRECTIVE_RE" '!/^#/ || $0 ~ re { exit } { print }' \
+        "$SERIES_FILE"
     for i in "${!commits[@]}"; do
         files=${commit_files[$i]}
         if [ "$i" -lt "${#old_files[@]}" ] &&
            [ "$(sorted "${old_files[$i]}")" = "$(sorted "$files")" ]; then
             files=${old_files[$i]}
+        fi
+        if [ -n "$grouped" ] &&
+           { [ "$i" = 0 ] || [ "${new_series[$i]}" != "${new_series[$((i - 1))]}" ]; }; then
+            printf '\n# series: %s\n' "${new_series[$i]}"
         fi
         echo "${new_patch[$i]}${files:+ $files}"
     done
