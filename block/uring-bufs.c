@@ -60,18 +60,42 @@ typedef struct UringBufView {
     UringBufSlot slots[];
 } UringBufView;
 
-/* Memory registered with uring_bufs_register() */
+/*
+ * Memory registered with uring_bufs_register(), known by its address and
+ * size: a DIMM unplugged and another plugged at the same address are two
+ * ranges.  A range is in the list while it is registered; one whose last
+ * registration goes is unlinked at once, so that a new registration can
+ * never find it, and freed once no worker pins it any more.  Under the BQL,
+ * but @claim, @worker_ret and @worker_done, which a worker uses too.
+ */
 typedef struct UringBufRange {
     void *host;
     size_t size;
-    unsigned refs;              /* registrations */
-    bool pinning;               /* a worker pins it now */
+    unsigned refs;              /* registrations; 0: unlinked */
+    bool pinning;               /* being pinned, by a worker or inline */
+    bool worker;                /* a worker has it, until uring_bufs_pin_cb */
+    int claim;                  /* URING_BUF_CLAIM_*, atomic */
     bool pinned;                /* in the table and the view */
     int err;                    /* pinning failed */
+    uint64_t generation;        /* the first that has it, once pinned */
+    int worker_ret;             /* what the worker's pinning returned */
+    QemuEvent worker_done;      /* set when the worker has pinned it */
     unsigned n;
     UringBufSlot *slots;
     QLIST_ENTRY(UringBufRange) next;
 } UringBufRange;
+
+/*
+ * Who pins a range handed to a worker: the worker, or the main loop if it
+ * needs the range pinned before the worker started (uring_bufs_pin_now()),
+ * which it must not wait for: the thread pool may have no thread yet, and
+ * creating one takes a main-loop BH.
+ */
+enum {
+    URING_BUF_CLAIM_QUEUED,
+    URING_BUF_CLAIM_WORKER,
+    URING_BUF_CLAIM_INLINE,
+};
 
 typedef struct UringBufs {
     /* Protected by the BQL */
@@ -153,8 +177,10 @@ void uring_bufs_error_hint(int err, Error **errp)
                           "memory for long (file-backed memory other than "
                           "tmpfs, memfd or hugetlbfs, for example).\n");
     } else if (err == -EBUSY) {
-        error_append_hint(errp, "A device that may discard guest RAM "
-                          "(virtio-mem) was there first.\n");
+        error_append_hint(errp, "Guest RAM must stay discardable: a device "
+                          "that discards it (virtio-mem) was there first, "
+                          "or a postcopy migration or a background "
+                          "snapshot is running.\n");
     } else if (err == -ENOSPC) {
         error_append_hint(errp, "The kernel takes at most %d fixed buffers "
                           "of 1 GiB.\n", URING_BUF_SLOTS);
@@ -351,12 +377,12 @@ void uring_bufs_unref(void)
     b->bounce_size = 0;
 }
 
-static UringBufRange *uring_bufs_find(UringBufs *b, void *host)
+static UringBufRange *uring_bufs_find(UringBufs *b, void *host, size_t size)
 {
     UringBufRange *range;
 
     QLIST_FOREACH(range, &b->ranges, next) {
-        if (range->host == host) {
+        if (range->host == host && range->size == size) {
             return range;
         }
     }
@@ -370,6 +396,18 @@ static int uring_buf_slot_cmp(const void *a, const void *b)
     return x->start < y->start ? -1 : x->start > y->start;
 }
 
+static bool uring_bufs_range_has_slot(UringBufRange *range, unsigned index)
+{
+    unsigned i;
+
+    for (i = 0; i < range->n; i++) {
+        if (range->slots[i].index == index) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* A new generation whose view adds @add and drops @remove */
 static void uring_bufs_new_generation(UringBufs *b, UringBufRange *add,
                                       UringBufRange *remove)
@@ -380,14 +418,17 @@ static void uring_bufs_new_generation(UringBufs *b, UringBufRange *add,
     v = g_malloc0(sizeof(*v) + (old->n + (add ? add->n : 0)) *
                   sizeof(v->slots[0]));
     for (i = 0; i < old->n; i++) {
-        if (!remove || old->slots[i].start < (uintptr_t)remove->host ||
-            old->slots[i].start - (uintptr_t)remove->host >= remove->size) {
+        if (!remove || !uring_bufs_range_has_slot(remove,
+                                                  old->slots[i].index)) {
             v->slots[v->n++] = old->slots[i];
         }
     }
 
     WITH_QEMU_LOCK_GUARD(&b->lock) {
         b->generation++;
+        if (add) {
+            add->generation = b->generation;
+        }
         for (i = 0; add && i < add->n; i++) {
             add->slots[i].generation = b->generation;
             v->slots[v->n++] = add->slots[i];
@@ -404,7 +445,7 @@ static void uring_bufs_new_generation(UringBufs *b, UringBufRange *add,
 static void uring_bufs_update_discard(UringBufs *b)
 {
     UringBufRange *range;
-    bool pinned = false;
+    bool pinned = b->pinning > 0;
 
     QLIST_FOREACH(range, &b->ranges, next) {
         pinned |= range->pinned || range->pinning;
@@ -450,10 +491,9 @@ static void uring_bufs_unreserve(UringBufs *b, UringBufRange *range)
     }
 }
 
-/* Runs in a worker thread, or in the caller's: returns 0 or -errno */
-static int uring_bufs_pin_range(void *opaque)
+/* Returns 0 or -errno */
+static int uring_bufs_pin_range(UringBufRange *range)
 {
-    UringBufRange *range = opaque;
     UringBufs *b = &uring_bufs;
     unsigned i;
     int ret = 0;
@@ -474,7 +514,8 @@ static int uring_bufs_pin_range(void *opaque)
 
 static void uring_bufs_free_range(UringBufs *b, UringBufRange *range)
 {
-    QLIST_REMOVE(range, next);
+    assert(!range->refs);
+    qemu_event_destroy(&range->worker_done);
     g_free(range->slots);
     g_free(range);
     uring_bufs_update_discard(b);
@@ -490,19 +531,24 @@ static void uring_bufs_unpin_range(UringBufs *b, UringBufRange *range)
     uring_bufs_unreserve(b, range);
 }
 
-/* Publish (or drop) a range once pinning finished; under the BQL */
+/*
+ * Publish (or drop) a range once pinning finished; under the BQL.  A range
+ * that a worker still has is freed by uring_bufs_pin_cb().
+ */
 static void uring_bufs_pinned(UringBufs *b, UringBufRange *range, int ret)
 {
     trace_uring_bufs_pinned(range->host, range->size, ret);
     range->pinning = false;
     if (range->refs == 0) {
-        /* Unregistered while a worker pinned it */
+        /* Unregistered while it was pinned: nobody may use these slots */
         if (ret == 0) {
             uring_bufs_unpin_range(b, range);
         } else {
             uring_bufs_unreserve(b, range);
         }
-        uring_bufs_free_range(b, range);
+        if (!range->worker) {
+            uring_bufs_free_range(b, range);
+        }
     } else if (ret < 0) {
         range->err = ret;
         uring_bufs_unreserve(b, range);
@@ -513,27 +559,81 @@ static void uring_bufs_pinned(UringBufs *b, UringBufRange *range, int ret)
     }
 }
 
+/* In a worker thread, unless uring_bufs_pin_now() took the range first */
+static int uring_bufs_pin_worker(void *opaque)
+{
+    UringBufRange *range = opaque;
+
+    if (qatomic_cmpxchg(&range->claim, URING_BUF_CLAIM_QUEUED,
+                        URING_BUF_CLAIM_WORKER) != URING_BUF_CLAIM_QUEUED) {
+        return 0;
+    }
+    range->worker_ret = uring_bufs_pin_range(range);
+    qemu_event_set(&range->worker_done);
+    return range->worker_ret;
+}
+
+/* The worker is done; uring_bufs_pin_now() may have published it already */
 static void uring_bufs_pin_cb(void *opaque, int ret)
 {
     UringBufRange *range = opaque;
     UringBufs *b = &uring_bufs;
+    bool registered = range->refs > 0;
 
     b->pinning--;
+    range->worker = false;
+    if (!range->pinning) {
+        if (!registered) {
+            uring_bufs_free_range(b, range);
+        } else {
+            uring_bufs_update_discard(b);
+        }
+        return;
+    }
+    /* May free the range */
     uring_bufs_pinned(b, range, ret);
-    if (ret < 0) {
+    if (ret < 0 && registered) {
         /* Successes start a new generation, which tells the listeners */
         notifier_list_notify(&b->listeners, NULL);
     }
 }
 
 /*
- * Add [@host, @host + @size) to the table, or count another registration
- * of it.  Pinning is done by a worker thread for large memory unless @sync;
- * until then requests bounce, and the listeners hear when it is done.
- * Returns 0 or, with @sync, why the memory could not be pinned (which
- * uring_bufs_state() tells later too).
+ * Finish pinning @range in this thread, without an event loop: graph
+ * changes and realize must not run one.  A range handed to a worker that
+ * has not started is pinned here instead; a worker that has started is
+ * waited for (it needs nothing from this thread), and its result is
+ * published here.
  */
-int uring_bufs_register(void *host, size_t size, bool sync)
+static int uring_bufs_pin_now(UringBufs *b, UringBufRange *range)
+{
+    int ret;
+
+    if (!range->pinning) {
+        return range->err;
+    }
+    if (range->worker &&
+        qatomic_cmpxchg(&range->claim, URING_BUF_CLAIM_QUEUED,
+                        URING_BUF_CLAIM_INLINE) == URING_BUF_CLAIM_WORKER) {
+        qemu_event_wait(&range->worker_done);
+        ret = range->worker_ret;
+    } else {
+        ret = uring_bufs_pin_range(range);
+    }
+    uring_bufs_pinned(b, range, ret);
+    return ret;
+}
+
+/*
+ * Add [@host, @host + @size) to the table, or count another registration
+ * of it.  @how says who pins it: a worker thread (URING_BUFS_PIN_BACKGROUND),
+ * this thread if it is small (URING_BUFS_PIN_AUTO), or this thread
+ * whatever the size, waiting for a worker that pins it already
+ * (URING_BUFS_PIN_NOW).  Until it is pinned requests bounce, and the
+ * listeners hear when it is done.  Returns 0, or why the memory could not
+ * be pinned (which uring_bufs_state() tells later too).
+ */
+int uring_bufs_register(void *host, size_t size, UringBufsPin how)
 {
     UringBufs *b = &uring_bufs;
     UringBufRange *range;
@@ -542,19 +642,18 @@ int uring_bufs_register(void *host, size_t size, bool sync)
     GLOBAL_STATE_CODE();
     assert(b->refs > 0);
 
-    range = uring_bufs_find(b, host);
+    range = uring_bufs_find(b, host, size);
     if (range) {
         range->refs++;
-        if (sync) {
-            AIO_WAIT_WHILE_UNLOCKED(NULL, range->pinning);
-        }
-        return range->err;
+        return how == URING_BUFS_PIN_NOW ? uring_bufs_pin_now(b, range)
+                                         : range->err;
     }
 
     range = g_new0(UringBufRange, 1);
     range->host = host;
     range->size = size;
     range->refs = 1;
+    qemu_event_init(&range->worker_done, false);
     QLIST_INSERT_HEAD(&b->ranges, range, next);
 
     /* The kernel would keep using pages that were discarded */
@@ -574,52 +673,61 @@ int uring_bufs_register(void *host, size_t size, bool sync)
         return ret;
     }
 
-    trace_uring_bufs_pin(host, size, range->n, sync);
     range->pinning = true;
-    if (sync || size < URING_BUFS_ASYNC_MIN) {
-        ret = uring_bufs_pin_range(range);
-        uring_bufs_pinned(b, range, ret);
-        return ret;
+    if (how == URING_BUFS_PIN_NOW ||
+        (how == URING_BUFS_PIN_AUTO && size < URING_BUFS_ASYNC_MIN)) {
+        trace_uring_bufs_pin(host, size, range->n, true);
+        return uring_bufs_pin_now(b, range);
     }
+    trace_uring_bufs_pin(host, size, range->n, false);
     b->pinning++;
-    thread_pool_submit_aio(uring_bufs_pin_range, range, uring_bufs_pin_cb,
+    range->worker = true;
+    thread_pool_submit_aio(uring_bufs_pin_worker, range, uring_bufs_pin_cb,
                            range);
     return 0;
 }
 
-/* Drop a registration; unknown memory is ignored */
+/*
+ * Drop a registration; unknown memory is ignored.  The last one unlinks
+ * the range at once; a worker that pins it frees it when it is done.
+ */
 void uring_bufs_unregister(void *host, size_t size)
 {
     UringBufs *b = &uring_bufs;
     UringBufRange *range;
 
     GLOBAL_STATE_CODE();
-    range = uring_bufs_find(b, host);
-    if (!range || --range->refs > 0 || range->pinning) {
-        /* A worker pinning it frees it when it is done */
+    range = uring_bufs_find(b, host, size);
+    if (!range || --range->refs > 0) {
         return;
     }
+    QLIST_REMOVE(range, next);
     trace_uring_bufs_unpin(host, range->size);
     if (range->pinned) {
         uring_bufs_new_generation(b, NULL, range);
         uring_bufs_unpin_range(b, range);
+        range->pinned = false;
     }
-    uring_bufs_free_range(b, range);
+    if (!range->worker) {
+        uring_bufs_free_range(b, range);
+    }
 }
 
 /*
- * 1 if @host is pinned, 0 while it is being pinned, why it could not be
- * pinned (-errno), or -ENOENT if it is not registered
+ * 1 if the memory is pinned (since generation *@generation), 0 while it is
+ * being pinned, why it could not be pinned (-errno), or -ENOENT if it is
+ * not registered
  */
-int uring_bufs_state(void *host)
+int uring_bufs_state(void *host, size_t size, uint64_t *generation)
 {
     UringBufRange *range;
 
     GLOBAL_STATE_CODE();
-    range = uring_bufs_find(&uring_bufs, host);
+    range = uring_bufs_find(&uring_bufs, host, size);
     if (!range) {
         return -ENOENT;
     }
+    *generation = range->generation;
     return range->err ?: range->pinned ? 1 : 0;
 }
 
@@ -695,12 +803,16 @@ void uring_bufs_snapshot_end(UringBufsSnapshot *snap)
  */
 int uring_bufs_lookup(const QEMUIOVector *qiov, uint64_t generation)
 {
-    uintptr_t base = (uintptr_t)qiov->iov[0].iov_base;
+    uintptr_t base;
     const UringBufSlot *slot;
     UringBufView *v;
     unsigned lo, hi;
     int i;
 
+    if (!qiov->niov) {
+        return -1;
+    }
+    base = (uintptr_t)qiov->iov[0].iov_base;
     RCU_READ_LOCK_GUARD();
     v = qatomic_rcu_read(&uring_bufs.view);
 
@@ -728,7 +840,7 @@ int uring_bufs_lookup(const QEMUIOVector *qiov, uint64_t generation)
         uintptr_t p = (uintptr_t)qiov->iov[i].iov_base;
         size_t len = qiov->iov[i].iov_len;
 
-        if (p < slot->start || p - slot->start > slot->len ||
+        if (p < slot->start || p - slot->start >= slot->len ||
             len > slot->len - (p - slot->start)) {
             return -1;
         }

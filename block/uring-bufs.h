@@ -57,12 +57,19 @@ typedef struct UringBufsInfo {
     uint64_t bounce_waits;      /* requests that waited for bounce space */
 } UringBufsInfo;
 
+/* Who pins new memory: see uring_bufs_register() */
+typedef enum UringBufsPin {
+    URING_BUFS_PIN_BACKGROUND,
+    URING_BUFS_PIN_AUTO,
+    URING_BUFS_PIN_NOW,
+} UringBufsPin;
+
 bool uring_bufs_ref(Error **errp);
 void uring_bufs_unref(void);
 
-int uring_bufs_register(void *host, size_t size, bool sync);
+int uring_bufs_register(void *host, size_t size, UringBufsPin how);
 void uring_bufs_unregister(void *host, size_t size);
-int uring_bufs_state(void *host);
+int uring_bufs_state(void *host, size_t size, uint64_t *generation);
 void uring_bufs_error_hint(int err, Error **errp);
 void uring_bufs_add_listener(Notifier *n);
 void uring_bufs_remove_listener(Notifier *n);

@@ -25,6 +25,7 @@ typedef struct UringRequest {
     uint8_t type;               /* URING_REQ_* */
     bool fua;
     bool waited;                /* found the SQ or CQ full */
+    unsigned retries;           /* resubmissions after -EAGAIN or -EINTR */
     unsigned buf_index;
     uint64_t offset;
     QEMUIOVector *qiov;
@@ -42,6 +43,22 @@ enum {
     URING_REQ_FLUSH,
 };
 
+/*
+ * A completion that says -EAGAIN or -EINTR is resubmitted, as block/io_uring.c
+ * does, but not forever: a file that keeps refusing fails the request.
+ */
+#define URING_MAX_REQ_RETRIES   64
+
+/*
+ * Submissions that fail with a transient error (-EAGAIN, -EBUSY, -EINTR,
+ * -ENOMEM) are retried after reaping completions, which is what frees the
+ * kernel's resources, and from a timer with a growing delay in case none
+ * come.  If they keep failing for that long without any progress, the
+ * ring breaks.
+ */
+#define URING_SUBMIT_RETRY_MAX_MS   5000
+#define URING_SUBMIT_RETRY_DELAY_MS 100
+
 struct UringRing {
     struct io_uring ring;
     AioContext *ctx;
@@ -53,6 +70,11 @@ struct UringRing {
      * context by whichever thread holds the BQL (the main loop, vCPUs,
      * the migration thread)
      */
+    unsigned refcnt;            /* the owner, each user, the CQ walk */
+    int broken;                 /* why requests fail at once, or 0 */
+    unsigned submit_failures;   /* transient failures in a row */
+    int64_t failing_since;      /* ms, QEMU_CLOCK_REALTIME; 0 if not */
+    QEMUTimer *retry_timer;     /* a submission retried after a delay */
     unsigned in_flight;         /* SQEs handed to the kernel, not reaped */
     unsigned max_in_flight;     /* CQ size: never more CQEs than that */
     uint64_t locked_bytes;      /* uring_ring_memlock_estimate() */
@@ -338,6 +360,7 @@ UringRing *uring_ring_new(AioContext *ctx, const UringRingConfig *cfg,
 
     assert(ctx == qemu_get_current_aio_context());
     r->ctx = ctx;
+    r->refcnt = 1;
     r->sqpoll = cfg->sqpoll;
     QSIMPLEQ_INIT(&r->queued);
 
@@ -346,6 +369,8 @@ UringRing *uring_ring_new(AioContext *ctx, const UringRingConfig *cfg,
         return NULL;
     }
     r->submit_bh = aio_bh_new(ctx, uring_ring_submit_bh, r);
+    r->retry_timer = aio_timer_new(ctx, QEMU_CLOCK_REALTIME, SCALE_MS,
+                                   uring_ring_submit_bh, r);
     aio_set_fd_handler(ctx, r->ring.ring_fd, uring_ring_completion_cb,
                        NULL, uring_ring_poll_cb, uring_ring_completion_cb, r);
     trace_uring_ring_new(r, ctx, cfg->entries, cfg->sqpoll,
@@ -360,17 +385,45 @@ bool uring_ring_is_idle(UringRing *r)
     return r->in_flight == 0 && QSIMPLEQ_EMPTY(&r->queued);
 }
 
-/* Must be called in the ring's AioContext, with no request in flight */
-void uring_ring_free(UringRing *r)
+/* 0, or the error that every request on the ring now fails with */
+int uring_ring_broken(UringRing *r)
 {
-    assert(r->ctx == qemu_get_current_aio_context());
+    return r->broken;
+}
+
+static void uring_ring_destroy(UringRing *r)
+{
     assert(uring_ring_is_idle(r));
     trace_uring_ring_free(r);
     aio_set_fd_handler(r->ctx, r->ring.ring_fd, NULL, NULL, NULL, NULL, NULL);
     qemu_bh_delete(r->submit_bh);
+    timer_free(r->retry_timer);
     io_uring_queue_exit(&r->ring);
     qatomic_sub(&uring_ring_locked_bytes, r->locked_bytes);
     g_free(r);
+}
+
+/*
+ * A ring lives as long as someone holds a reference: the one who created
+ * it (until it retires the ring), every request that uses it, and the
+ * completion walk, so that a request whose coroutine drops the last
+ * reference of a retired ring from its completion callback does not free
+ * the ring under the walk.  In the ring's AioContext only; the ring must be
+ * idle when the last reference goes, which its users ensure.
+ */
+void uring_ring_ref(UringRing *r)
+{
+    assert(r->ctx == qemu_get_current_aio_context());
+    r->refcnt++;
+}
+
+void uring_ring_unref(UringRing *r)
+{
+    assert(r->ctx == qemu_get_current_aio_context());
+    assert(r->refcnt > 0);
+    if (--r->refcnt == 0) {
+        uring_ring_destroy(r);
+    }
 }
 
 int uring_ring_fd(UringRing *r)
@@ -459,6 +512,85 @@ static void uring_ring_fill_sq(UringRing *r)
     }
 }
 
+static void uring_ring_wake(UringRequest *req, int ret)
+{
+    req->ret = ret;
+    if (!qemu_coroutine_entered(req->co)) {
+        aio_co_wake(req->co);
+    }
+}
+
+/*
+ * io_uring_enter() failed for good (the ring is being torn down, the SQ
+ * thread died, ...): no request submitted from now on would complete, so
+ * fail those that wait and those the kernel has not taken, and every later
+ * one.  Those the kernel took complete as usual.
+ */
+static void uring_ring_break(UringRing *r, int err)
+{
+    g_autofree void **retracted = g_new(void *, r->ring.sq.ring_entries);
+    UringRequest *req;
+    unsigned i, n = 0;
+
+    trace_uring_ring_broken(r, err);
+    r->broken = err;
+    timer_del(r->retry_timer);
+    if (!r->sqpoll || err == -EOWNERDEAD) {
+        n = uring_sys_sq_retract(&r->ring, retracted);
+        r->in_flight -= n;
+    }
+
+    /* Woken requests may drop the last reference of a retired ring */
+    uring_ring_ref(r);
+    for (i = 0; i < n; i++) {
+        uring_ring_wake(retracted[i], err);
+    }
+    while ((req = QSIMPLEQ_FIRST(&r->queued))) {
+        QSIMPLEQ_REMOVE_HEAD(&r->queued, next);
+        uring_ring_wake(req, err);
+    }
+    uring_ring_unref(r);
+}
+
+/*
+ * A submission failed with a transient error: try again once completions
+ * are reaped, or after a delay, unless it has failed for too long.
+ */
+static void uring_ring_submit_failed(UringRing *r, int err)
+{
+    int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    int64_t delay;
+
+    if (!r->failing_since) {
+        r->failing_since = now;
+    } else if (now - r->failing_since > URING_SUBMIT_RETRY_MAX_MS) {
+        uring_ring_break(r, err);
+        return;
+    }
+    delay = MIN(1LL << MIN(r->submit_failures, 16),
+                URING_SUBMIT_RETRY_DELAY_MS);
+    r->submit_failures++;
+    stat64_add(&r->submit_retries, 1);
+    timer_mod(r->retry_timer, now + delay);
+}
+
+/* Submitting or reaping worked: the ring makes progress */
+static void uring_ring_progress(UringRing *r)
+{
+    if (r->failing_since) {
+        r->failing_since = 0;
+        r->submit_failures = 0;
+        timer_del(r->retry_timer);
+    }
+}
+
+/* Whether a failed io_uring_enter() may work when tried again */
+static bool uring_ring_submit_error_is_transient(int err)
+{
+    return err == -EAGAIN || err == -EBUSY || err == -EINTR ||
+           err == -ENOMEM;
+}
+
 /*
  * Hand the prepared SQEs to the kernel (or to the SQ thread).  In the
  * main loop's AioContext the caller may be any thread that holds the BQL:
@@ -470,15 +602,18 @@ static void uring_ring_fill_sq(UringRing *r)
  * io_uring_submit() first publishes the SQEs in the shared SQ ring, so when
  * the system call fails they stay there and the next io_uring_enter() takes
  * them.  The errors that say so (no memory for the requests now, CQ
- * overflow backlog, a signal) are retried from a BH, after reaping
- * completions: nothing else would wake this ring up if all of its requests
- * are stuck in the SQ.
+ * overflow backlog, a signal) are retried after reaping completions, and
+ * from a timer: nothing else would wake this ring up if all of its
+ * requests are stuck in the SQ.  Other errors break the ring.
  */
 static void uring_ring_submit(UringRing *r)
 {
     int ret;
 
     assert(r->ctx == qemu_get_current_aio_context());
+    if (r->broken) {
+        return;
+    }
     uring_ring_fill_sq(r);
     if (!io_uring_sq_ready(&r->ring)) {
         return;
@@ -497,15 +632,21 @@ static void uring_ring_submit(UringRing *r)
     }
     ret = io_uring_submit(&r->ring);
     trace_uring_ring_submit(r, ret);
-    if (ret < 0 || (!r->sqpoll && io_uring_sq_ready(&r->ring))) {
-        /*
-         * -EAGAIN, -ENOMEM and -EBUSY are what the kernel documents, and
-         * it may also take fewer SQEs than offered; whatever the error,
-         * the SQEs are in the shared ring already and wait for the next
-         * io_uring_enter().
-         */
-        stat64_add(&r->submit_retries, 1);
-        qemu_bh_schedule(r->submit_bh);
+    if (ret < 0 && !uring_ring_submit_error_is_transient(ret)) {
+        uring_ring_break(r, ret);
+    } else if (ret < 0) {
+        uring_ring_submit_failed(r, ret);
+    } else {
+        uring_ring_progress(r);
+        if (!r->sqpoll && io_uring_sq_ready(&r->ring)) {
+            /*
+             * The kernel took fewer SQEs than offered; the others are in
+             * the shared ring already and wait for the next
+             * io_uring_enter().
+             */
+            stat64_add(&r->submit_retries, 1);
+            qemu_bh_schedule(r->submit_bh);
+        }
     }
 }
 
@@ -555,13 +696,23 @@ static void uring_ring_complete(UringRing *r, UringRequest *req, int res)
 {
     trace_uring_ring_complete(r, req, res);
 
-    if (res == -EINTR || res == -EAGAIN) {
+    if ((res == -EINTR || res == -EAGAIN) &&
+        req->retries++ < URING_MAX_REQ_RETRIES) {
         /*
          * Resubmit, like block/io_uring.c does: a partial read or write
          * returning -EAGAIN would otherwise be reported to the guest.
          */
         QSIMPLEQ_INSERT_TAIL(&r->queued, req, next);
         return;
+    }
+    if (res == -EINVAL && req->type == URING_REQ_READ && req->done > 0) {
+        /*
+         * An O_DIRECT read that ended short at an end of file that is not
+         * aligned continues at an unaligned offset, which the kernel
+         * refuses: that is the end of the file, as the thread pool's
+         * handle_aiocb_rw_linear() also concludes.
+         */
+        res = 0;
     }
 
     if (req->type == URING_REQ_FLUSH || res < 0) {
@@ -578,10 +729,7 @@ static void uring_ring_complete(UringRing *r, UringRequest *req, int res)
     } else {
         req->ret = -ENOSPC;
     }
-
-    if (!qemu_coroutine_entered(req->co)) {
-        aio_co_wake(req->co);
-    }
+    uring_ring_wake(req, req->ret);
 }
 
 /*
@@ -592,6 +740,7 @@ static void uring_ring_process_completions(UringRing *r)
 {
     struct io_uring_cqe *cqe;
 
+    uring_ring_ref(r);
     /*
      * Completion callbacks often submit the next requests: collect them
      * into one submission, as virtio-blk does for a virtqueue kick.
@@ -603,17 +752,22 @@ static void uring_ring_process_completions(UringRing *r)
 
         io_uring_cqe_seen(&r->ring, cqe);
         r->in_flight--;
+        uring_ring_progress(r);
         uring_ring_complete(r, req, res);
     }
     if (!QSIMPLEQ_EMPTY(&r->queued) || io_uring_sq_ready(&r->ring)) {
         uring_ring_submit(r);
     }
     defer_call_end();
+    uring_ring_unref(r);
 }
 
 static int coroutine_fn uring_ring_co_do(UringRing *r, UringRequest *req)
 {
     assert(r->ctx == qemu_get_current_aio_context());
+    if (r->broken) {
+        return r->broken;
+    }
 
     req->co = qemu_coroutine_self();
     req->ret = -EINPROGRESS;

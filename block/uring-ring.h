@@ -31,13 +31,26 @@
  *
  * A ring whose file or buffers must change is replaced by a new one.
  *
- * Threading: a ring is created, used and freed in its AioContext, by the
- * thread that runs it.  In the main loop's AioContext, vCPU threads that
- * hold the BQL also issue requests: only the creating thread enters the
- * kernel to submit, the others hand their requests over through a BH.
+ * Threading: a ring is created, used and freed in its AioContext.  For an
+ * IOThread that is its thread; for the main loop's AioContext, any thread
+ * that holds the BQL (the main loop, vCPU threads, the migration thread),
+ * each of which enters the kernel itself to submit: no task owns the ring
+ * (no SINGLE_ISSUER), and the main loop's ring has no COOP_TASKRUN, whose
+ * completion work would wait for a system call of the submitting thread.
  * Only uring_ring_get_stats() may be called from elsewhere.  Completions
  * are reaped when the ring fd polls readable, or by the AioContext's
  * adaptive polling.
+ *
+ * Lifetime: a ring is reference-counted (uring_ring_ref()), in its
+ * AioContext.  Whoever creates it holds the first reference, and each
+ * request should hold one while it runs, so that a ring that is replaced
+ * or let go of stays until its last request is done; it must be idle then.
+ *
+ * Errors: a request fails with the errno of its completion (-EAGAIN and
+ * -EINTR are retried a bounded number of times).  A submission that fails
+ * for good breaks the ring: the requests that the kernel did not take and
+ * every later one fail with that error (uring_ring_broken()), and the
+ * owner should replace the ring.
  */
 
 typedef struct UringRing UringRing;
@@ -73,8 +86,10 @@ typedef struct UringRingStats {
 
 UringRing *uring_ring_new(AioContext *ctx, const UringRingConfig *cfg,
                           Error **errp);
-void uring_ring_free(UringRing *r);
+void uring_ring_ref(UringRing *r);
+void uring_ring_unref(UringRing *r);
 bool uring_ring_is_idle(UringRing *r);
+int uring_ring_broken(UringRing *r);
 int uring_ring_fd(UringRing *r);
 bool uring_ring_has_sqpoll(UringRing *r);
 bool uring_ring_has_vectored_fixed(UringRing *r);

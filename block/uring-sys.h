@@ -40,4 +40,30 @@ static inline int uring_sys_clone_buffers(struct io_uring *ring, int src_fd)
                                           &arg, 1);
 }
 
+/*
+ * Take back the SQEs that @ring published but the kernel has not consumed,
+ * after io_uring_enter() failed for good, and return their user data in
+ * @data (which holds the SQ's size); returns how many.  Only valid while
+ * nothing else reads the SQ: without SQPOLL the kernel reads it only
+ * within io_uring_enter(), with SQPOLL once the SQ thread is gone
+ * (-EOWNERDEAD).  liburing (2.2 and 2.3) maps SQ slot i to SQE i.
+ */
+static inline unsigned uring_sys_sq_retract(struct io_uring *ring,
+                                            void **data)
+{
+    struct io_uring_sq *sq = &ring->sq;
+    unsigned head = io_uring_smp_load_acquire(sq->khead);
+    unsigned tail = sq->sqe_tail;
+    unsigned n = 0;
+
+    for (; head != tail; head++) {
+        data[n++] = (void *)(uintptr_t)
+                    sq->sqes[head & *sq->kring_mask].user_data;
+    }
+    tail -= n;
+    sq->sqe_head = sq->sqe_tail = tail;
+    io_uring_smp_store_release(sq->ktail, tail);
+    return n;
+}
+
 #endif /* BLOCK_URING_SYS_H */

@@ -12,19 +12,28 @@
  * a device announced with bdrv_prepare_io_contexts(), created there and
  * then.  A request from any other context runs in the home context.  The
  * home ring goes when the node leaves its context, an announced one at the
- * matching bdrv_release_io_contexts(), so no ring outlives its context.
+ * matching bdrv_release_io_contexts().
  *
- * What keeps a ring alive during I/O is drain, not RCU: a ring is freed
- * only while the node is drained, and replaced only in its own thread
- * while no request of the node is in the driver there (@users).  RCU only
- * protects the list of UringCtxRings against lookups.
+ * What keeps a ring alive during I/O is a reference, not drain: each
+ * request holds one on the ring it started on, and the UringCtxRing that
+ * made the ring holds one while the ring is current.  A ring is replaced
+ * as soon as it is stale (the buffer table has a new generation, the image
+ * was reopened), whatever runs on it: new requests go to the new ring at
+ * once, and the old one goes when its last request does.  So neither
+ * releasing a context nor replacing a ring depends on who else uses the
+ * node, or on its being drained.  Rings are created, replaced and freed
+ * in their own thread; RCU protects the list of UringCtxRings against
+ * lookups.
  *
  * The image.  The rings hold a file description of their own, opened
  * through /proc/self/fd, not file-posix's descriptor, which carries the
  * image locks: the kernel tears a ring down asynchronously when the
- * process ends, and the locks must not wait for that.
+ * process ends, and the locks must not wait for that.  When file-posix
+ * changes its descriptor (reopen, auto-read-only), the rings of the new
+ * one are set up while the change is prepared, so that a failure fails
+ * it, and a ring of an older description never takes a new request.
  *
- * Lock order: BDRVUringState.lock, then the buffer table's lock.
+ * Lock order: BDRVUringState.lock, uring_sq_lock, the buffer table's lock.
  *
  * Copyright (c) 2026 The uring series authors
  *
@@ -65,16 +74,29 @@ typedef struct UringCtxRing {
     AioContext *ctx;
     QLIST_ENTRY(UringCtxRing) next;
 
-    /* Protected by @lock of the node */
+    /* Protected by the BQL */
     unsigned prepared;          /* bdrv_prepare_io_contexts() references */
-    UringRing *ring;            /* replaced in @ctx's thread only */
 
-    /* Only accessed in @ctx's thread */
-    uint64_t generation;        /* of the buffer table that @ring holds */
-    unsigned fd_generation;     /* of the image fd that @ring holds */
-    unsigned users;             /* requests of the node in the driver */
-    GSList *retired_rings;      /* replaced, to be freed by @refresh_bh */
-    QEMUBH *refresh_bh;
+    /*
+     * The current ring, for new requests, and what it holds.  Changed in
+     * @ctx's thread only, with @lock of the node held, so that the main
+     * loop can read them under the lock; @ctx's thread reads them freely.
+     */
+    UringRing *ring;
+    uint64_t generation;        /* of the buffer table */
+    unsigned fd_generation;     /* of the node's image description */
+    bool removed;               /* unlinked: nothing replaces @ring */
+
+    /*
+     * A ring of the description that a permission change is preparing
+     * (@fd_generation + 1), until the change is committed or aborted.
+     * Protected by @lock of the node; created and freed in @ctx's thread.
+     */
+    UringRing *pending;
+    uint64_t pending_generation;
+    unsigned pending_fd_generation;
+
+    QEMUBH *refresh_bh;         /* in @ctx: replace a stale ring */
 } UringCtxRing;
 
 typedef struct UringRange {
@@ -100,21 +122,25 @@ struct BDRVUringState {
     Notifier bufs_changed;
 
     /*
-     * @lock serialises changes to @rings and to the rings' file, and ring
-     * set-up against them.  Lookups of @rings take only the RCU read lock.
+     * @lock serialises changes to @rings and to the rings' image, and ring
+     * set-up against them.  The list is changed under the BQL too, but for
+     * a node's first ring in its home IOThread; lookups of @rings take only
+     * the RCU read lock.
      */
     QemuMutex lock;
     QLIST_HEAD(, UringCtxRing) rings;
-    int io_fd;                  /* the rings' image; changed drained */
+    int io_fd;                  /* the rings' image */
     unsigned fd_generation;     /* incremented when @io_fd changes */
+    int pending_io_fd;          /* being prepared, or -1 */
 
     /* Protected by @lock */
-    UringRingStats retired;     /* counters of rings already freed */
+    UringRingStats retired;     /* counters of rings no longer current */
     bool ring_error_reported;
 
     Stat64 fixed_requests;      /* straight from and to registered memory */
     Stat64 bounced_requests;    /* copied through the bounce buffer */
     Stat64 rehomed_requests;    /* run in the home context */
+    Stat64 flushes;
 };
 
 /*
@@ -294,18 +320,20 @@ static void uring_sqpoll_forget(UringRing *ring)
 }
 
 /*
- * Create the ring of @ctx for @s, in @ctx's thread, holding the buffer
- * table's current generation (returned in @generation).  Called with
- * @s->lock held, so that the image fd does not change meanwhile.
+ * Create a ring for @s in @ctx, in @ctx's thread, on @fd, holding the
+ * buffer table's current generation (returned in @generation).  Called
+ * with @s->lock held, so that the image does not change meanwhile.  Where
+ * rings cannot clone the table (before Linux 6.12) this pins all of it
+ * again, under the locks: seconds per GiB.
  */
 static UringRing *uring_ctx_ring_create_locked(BDRVUringState *s,
-                                               AioContext *ctx,
+                                               AioContext *ctx, int fd,
                                                uint64_t *generation,
                                                Error **errp)
 {
     UringRingConfig cfg = {
         .entries = s->queue_depth,
-        .fd = s->io_fd,
+        .fd = fd,
         .sqpoll = s->sqpoll,
         .sqpoll_cpu = s->sqpoll_cpu,
         .sqpoll_idle_ms = s->sqpoll_idle,
@@ -350,82 +378,107 @@ static void uring_ring_stats_add(UringRingStats *sum, UringRing *ring)
     sum->queued += st.queued;
 }
 
-/* Free @ring in its thread; it must be idle */
-static void uring_ctx_ring_free_ring(UringRing *ring)
+/*
+ * The node lets go of @ring, in the ring's thread: new rings no longer
+ * share its SQ thread, and it is freed when the last request on it is
+ * done.  Called with @s->lock held.
+ */
+static void uring_ctx_ring_retire_locked(BDRVUringState *s, UringRing *ring)
 {
+    uring_ring_stats_add(&s->retired, ring);
     uring_sqpoll_forget(ring);
-    uring_ring_free(ring);
+    uring_ring_unref(ring);
 }
 
-/* Whether @cr's ring lacks memory of the table or holds an old image fd */
+/*
+ * Whether @cr's ring must be replaced: it lacks memory of the buffer
+ * table, holds an older image description, or is broken.  In @cr's thread.
+ */
 static bool uring_ctx_ring_is_stale(UringCtxRing *cr)
 {
     return cr->generation != uring_bufs_generation() ||
-           cr->fd_generation != qatomic_read(&cr->s->fd_generation);
+           cr->fd_generation != qatomic_read(&cr->s->fd_generation) ||
+           uring_ring_broken(cr->ring);
 }
 
 /*
- * Give @cr a new ring with the node's current image and buffer table, so
- * that it can use new memory, lets go of memory that went away and of an
- * image fd that the node no longer uses.  In @cr's thread while no request
- * uses the ring: then it is idle.  Returns the old ring, for the caller to
- * free, or NULL on error.
+ * Make a ring of the node's current image and buffer table @cr's ring,
+ * the one prepared for the image if it still holds the current table, or
+ * a new one; the old ring is retired.  In @cr's thread, any time: requests
+ * that use the old ring keep it.
  */
-static UringRing *uring_ctx_ring_renew(UringCtxRing *cr, Error **errp)
+static bool uring_ctx_ring_renew(UringCtxRing *cr, Error **errp)
 {
     BDRVUringState *s = cr->s;
-    UringRing *old, *ring;
+    UringRing *old = cr->ring, *ring = NULL;
     uint64_t generation;
 
-    assert(!cr->users);
+    assert(cr->ctx == qemu_get_current_aio_context());
     QEMU_LOCK_GUARD(&s->lock);
-    ring = uring_ctx_ring_create_locked(s, cr->ctx, &generation, errp);
-    if (!ring) {
-        return NULL;
+    if (cr->removed) {
+        return true;
     }
-    old = cr->ring;
-    uring_ring_stats_add(&s->retired, old);
+    if (cr->pending && cr->pending_fd_generation <= s->fd_generation) {
+        /* Prepared for the image that is current now, or an older one */
+        ring = g_steal_pointer(&cr->pending);
+        generation = cr->pending_generation;
+        if (cr->pending_fd_generation != s->fd_generation ||
+            generation != uring_bufs_generation()) {
+            uring_ctx_ring_retire_locked(s, ring);
+            ring = NULL;
+        }
+    }
+    if (!ring) {
+        ring = uring_ctx_ring_create_locked(s, cr->ctx, s->io_fd,
+                                            &generation, errp);
+        if (!ring) {
+            return false;
+        }
+    }
     cr->ring = ring;
     cr->generation = generation;
     cr->fd_generation = s->fd_generation;
-    trace_uring_ctx_ring_renew(s->bs, cr->ctx, old, ring, generation);
-    return old;
+    trace_uring_ctx_ring_renew(s->bs, cr->ctx, old, ring, generation,
+                               cr->fd_generation);
+    uring_ctx_ring_retire_locked(s, old);
+    return true;
 }
 
 /*
- * Renew @cr's ring; the old ring may be in the middle of its completion
- * callbacks (that is where the requests that find it stale often start),
- * so it is freed later, from @refresh_bh, which runs from the event loop.
+ * A ring could not be set up where a request needs one: say so once per
+ * node, as requests cannot report errors but as their errno
+ */
+static void uring_report_ring_error(BDRVUringState *s, Error *err)
+{
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        if (!s->ring_error_reported) {
+            s->ring_error_reported = true;
+            error_reportf_err(err, "uring: node '%s': ", uring_node_name(s));
+            return;
+        }
+    }
+    error_free(err);
+}
+
+/*
+ * Renew a stale ring.  If that fails, a ring of the current image with an
+ * older table still works, with the memory it has; one of an older image
+ * takes no more requests, see uring_ctx_ring_get().
  */
 static void uring_ctx_ring_refresh(UringCtxRing *cr)
 {
     Error *local_err = NULL;
-    UringRing *old = uring_ctx_ring_renew(cr, &local_err);
 
-    if (!old) {
-        /* The old ring still works, with what it has */
-        error_prepend(&local_err, "uring: node '%s': ",
-                      uring_node_name(cr->s));
-        warn_report_err_once(local_err);
-        return;
+    if (!uring_ctx_ring_renew(cr, &local_err)) {
+        uring_report_ring_error(cr->s, local_err);
     }
-    cr->retired_rings = g_slist_prepend(cr->retired_rings, old);
-    qemu_bh_schedule(cr->refresh_bh);
 }
 
-static void uring_ctx_ring_free_retired(UringCtxRing *cr)
-{
-    g_slist_free_full(g_steal_pointer(&cr->retired_rings),
-                      (GDestroyNotify)uring_ctx_ring_free_ring);
-}
-
-/* Free replaced rings; replace a stale ring that no request uses */
 static void uring_ctx_ring_refresh_bh(void *opaque)
 {
     UringCtxRing *cr = opaque;
 
-    uring_ctx_ring_free_retired(cr);
-    if (!cr->users && uring_ctx_ring_is_stale(cr)) {
+    if (uring_ctx_ring_is_stale(cr)) {
         uring_ctx_ring_refresh(cr);
     }
 }
@@ -442,7 +495,8 @@ static bool uring_pin_failure(BDRVUringState *s, Error **errp)
 
     for (i = 0; i < s->registered->len; i++) {
         UringRange *r = &g_array_index(s->registered, UringRange, i);
-        int state = uring_bufs_state(r->host);
+        uint64_t generation;
+        int state = uring_bufs_state(r->host, r->size, &generation);
 
         if (state < 0) {
             failed += r->size;
@@ -499,7 +553,7 @@ static void uring_bufs_changed(Notifier *n, void *data)
     BDRVUringState *s = container_of(n, BDRVUringState, bufs_changed);
     UringCtxRing *cr;
 
-    if (s->fixed_buffers == ON_OFF_AUTO_AUTO && !s->pin_warned) {
+    if (s->fixed_buffers != ON_OFF_AUTO_OFF && !s->pin_warned) {
         qemu_bh_schedule(s->pin_warning_bh);
     }
     QEMU_LOCK_GUARD(&s->lock);
@@ -529,7 +583,8 @@ static UringCtxRing *uring_ctx_ring_add(BDRVUringState *s, AioContext *ctx,
     cr->s = s;
     cr->ctx = ctx;
     cr->fd_generation = s->fd_generation;
-    cr->ring = uring_ctx_ring_create_locked(s, ctx, &cr->generation, errp);
+    cr->ring = uring_ctx_ring_create_locked(s, ctx, s->io_fd,
+                                            &cr->generation, errp);
     if (!cr->ring) {
         g_free(cr);
         return NULL;
@@ -580,31 +635,60 @@ static void uring_run_in_ctx(AioContext *ctx, QEMUBHFunc *fn, void *opaque)
     qemu_event_destroy(&c.done);
 }
 
+/* Drop a ring prepared for an image description; with @s->lock held */
+static void uring_ctx_ring_drop_pending_locked(UringCtxRing *cr)
+{
+    if (cr->pending) {
+        uring_ctx_ring_retire_locked(cr->s, g_steal_pointer(&cr->pending));
+    }
+}
+
 static void uring_ctx_ring_free_bh(void *opaque)
 {
     UringCtxRing *cr = opaque;
+    BDRVUringState *s = cr->s;
 
     qemu_bh_delete(cr->refresh_bh);
-    uring_ctx_ring_free_retired(cr);
-    uring_ctx_ring_free_ring(cr->ring);
+    QEMU_LOCK_GUARD(&s->lock);
+    uring_ctx_ring_drop_pending_locked(cr);
+    uring_ctx_ring_retire_locked(s, cr->ring);
 }
 
 /*
- * Unlink @cr and free its ring in the ring's own thread, which may be
- * polling it right now.  The node is drained, so no request uses it.
+ * Unlink @cr and let go of its ring, in the ring's thread, which may be
+ * polling it right now.  Requests that still use the ring keep it until
+ * they are done, so this does not depend on the node being drained.
+ * Under the BQL.
  */
 static void uring_ctx_ring_remove(BDRVUringState *s, UringCtxRing *cr)
 {
     GLOBAL_STATE_CODE();
-    assert(s->bs->quiesce_counter > 0 || QLIST_EMPTY(&s->bs->parents));
 
     WITH_QEMU_LOCK_GUARD(&s->lock) {
         QLIST_REMOVE_RCU(cr, next);
-        uring_ring_stats_add(&s->retired, cr->ring);
+        cr->removed = true;
     }
     trace_uring_ctx_ring_remove(s->bs, cr->ctx, cr->ring);
     uring_run_in_ctx(cr->ctx, uring_ctx_ring_free_bh, cr);
     g_free_rcu(cr, rcu);
+}
+
+/*
+ * The node's UringCtxRings, for the main loop to walk without holding
+ * @s->lock: under the BQL only the home IOThread's first request adds one,
+ * and none goes.
+ */
+static GPtrArray *uring_ctx_rings(BDRVUringState *s)
+{
+    GPtrArray *rings = g_ptr_array_new();
+    UringCtxRing *cr;
+
+    GLOBAL_STATE_CODE();
+    QEMU_LOCK_GUARD(&s->lock);
+    QLIST_FOREACH(cr, &s->rings, next) {
+        g_ptr_array_add(rings, cr);
+    }
+    return rings;
 }
 
 static UringCtxRing *uring_ctx_ring_find(BDRVUringState *s, AioContext *ctx)
@@ -655,6 +739,7 @@ BDRVUringState *uring_state_new(BlockDriverState *bs, QDict *options,
 
     s->bs = bs;
     s->io_fd = -1;
+    s->pending_io_fd = -1;
     if (!uring_parse_opts(s, options, errp)) {
         g_free(s);
         return NULL;
@@ -665,7 +750,7 @@ BDRVUringState *uring_state_new(BlockDriverState *bs, QDict *options,
     s->bufs_changed.notify = uring_bufs_changed;
     s->pin_warning_bh = aio_bh_new(qemu_get_aio_context(),
                                    uring_pin_warning_bh, s);
-    if (s->fixed_buffers == ON_OFF_AUTO_AUTO) {
+    if (s->fixed_buffers != ON_OFF_AUTO_OFF) {
         s->vmsh = qemu_add_vm_change_state_handler(uring_vm_state_change, s);
     }
     return s;
@@ -673,11 +758,9 @@ BDRVUringState *uring_state_new(BlockDriverState *bs, QDict *options,
 
 /*
  * Second half of open, once file-posix has opened @fd.  A node in the main
- * loop gets its ring now, in the main thread: that checks that this host
- * lets us create a restricted ring, so that a kernel without io_uring (or
- * with it disabled) fails blockdev-add rather than the first request, and
- * makes the main thread the ring's submitter even when vCPU threads issue
- * requests.
+ * loop gets its ring now: that checks that this host lets us create a
+ * restricted ring, so that a kernel without io_uring (or with it disabled)
+ * fails blockdev-add rather than the first request.
  */
 bool uring_state_start(BDRVUringState *s, int fd, int open_flags,
                        Error **errp)
@@ -704,11 +787,13 @@ fail:
     return false;
 }
 
+/* The node closes: it is drained and has no parents */
 void uring_state_free(BDRVUringState *s)
 {
     UringCtxRing *cr;
     unsigned i;
 
+    assert(s->pending_io_fd < 0);
     while ((cr = QLIST_FIRST(&s->rings))) {
         uring_ctx_ring_remove(s, cr);
     }
@@ -734,53 +819,157 @@ void uring_state_free(BDRVUringState *s)
     g_free(s);
 }
 
-/*
- * The image was reopened (other flags, other permissions): the rings cannot
- * swap their file (no register call is allowed), so each gets a new ring.
- * The main loop's ring is replaced now, by this thread, which runs it; the
- * others by their own threads, from their event loop or before their next
- * request.  No nested event loop: this runs in the middle of permission
- * updates, which bdrv_close_all() makes too.
- */
-int uring_state_set_fd(BDRVUringState *s, int fd, int open_flags,
-                       Error **errp)
-{
-    AioContext *ctx = qemu_get_current_aio_context();
+typedef struct UringPrepareFd {
     UringCtxRing *cr;
-    int io_fd, old_fd;
-    int ret = 0;
+    Error *err;
+} UringPrepareFd;
 
-    GLOBAL_STATE_CODE();
-    io_fd = uring_open_io_fd(fd, open_flags, errp);
-    if (io_fd < 0) {
-        return -EIO;
-    }
-    WITH_QEMU_LOCK_GUARD(&s->lock) {
-        old_fd = s->io_fd;
-        s->io_fd = io_fd;
-        qatomic_inc(&s->fd_generation);
-    }
-    trace_uring_state_set_fd(s->bs, io_fd);
+/* In the ring's thread: a ring of the image being prepared */
+static void uring_ctx_ring_prepare_fd_bh(void *opaque)
+{
+    UringPrepareFd *p = opaque;
+    UringCtxRing *cr = p->cr;
+    BDRVUringState *s = cr->s;
 
-    QLIST_FOREACH(cr, &s->rings, next) {
-        UringRing *old;
-
-        if (cr->ctx != ctx || cr->users) {
-            qemu_bh_schedule(cr->refresh_bh);
-            continue;
-        }
-        old = uring_ctx_ring_renew(cr, ret < 0 ? NULL : errp);
-        if (old) {
-            uring_ctx_ring_free_ring(old);
-        } else {
-            ret = -EIO;
-        }
+    /*
+     * The ring may not have switched to the ring prepared for the last
+     * change yet (its refresh_bh has not run): switch first, so that the
+     * new pending ring does not replace one that the current image needs
+     */
+    if (cr->fd_generation != qatomic_read(&s->fd_generation)) {
+        uring_ctx_ring_refresh(cr);
     }
-    qemu_close(old_fd);
-    return ret;
+    QEMU_LOCK_GUARD(&s->lock);
+    uring_ctx_ring_drop_pending_locked(cr);
+    cr->pending = uring_ctx_ring_create_locked(s, cr->ctx, s->pending_io_fd,
+                                               &cr->pending_generation,
+                                               &p->err);
+    cr->pending_fd_generation = s->fd_generation + 1;
+    if (cr->pending) {
+        trace_uring_ctx_ring_pending(s->bs, cr->ctx, cr->pending,
+                                     s->fd_generation + 1);
+    }
 }
 
-/* The ring for a request in the current AioContext, or NULL */
+static void uring_ctx_ring_abort_fd_bh(void *opaque)
+{
+    UringCtxRing *cr = opaque;
+
+    QEMU_LOCK_GUARD(&cr->s->lock);
+    uring_ctx_ring_drop_pending_locked(cr);
+}
+
+/*
+ * Undo uring_state_prepare_fd(): the permission change or reopen failed.
+ * Under the BQL.
+ */
+void uring_state_abort_fd(BDRVUringState *s)
+{
+    g_autoptr(GPtrArray) rings = NULL;
+    int fd;
+    unsigned i;
+
+    GLOBAL_STATE_CODE();
+    if (s->pending_io_fd < 0) {
+        return;
+    }
+    rings = uring_ctx_rings(s);
+    for (i = 0; i < rings->len; i++) {
+        UringCtxRing *cr = g_ptr_array_index(rings, i);
+
+        uring_run_in_ctx(cr->ctx, uring_ctx_ring_abort_fd_bh, cr);
+    }
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        fd = s->pending_io_fd;
+        s->pending_io_fd = -1;
+    }
+    trace_uring_state_abort_fd(s->bs, fd);
+    qemu_close(fd);
+}
+
+/*
+ * file-posix prepares to change the node's descriptor to @fd (a reopen, or
+ * auto-read-only switching modes).  The rings cannot swap their file (no
+ * register call is allowed), so each context gets a new ring of the new
+ * description now, in the prepare phase, so that a failure fails the
+ * change; uring_state_commit_fd() or uring_state_abort_fd() follows.
+ * No nested event loop: this runs in the middle of permission updates.
+ * Under the BQL.
+ */
+bool uring_state_prepare_fd(BDRVUringState *s, int fd, int open_flags,
+                            Error **errp)
+{
+    g_autoptr(GPtrArray) rings = NULL;
+    int io_fd;
+    unsigned i;
+
+    GLOBAL_STATE_CODE();
+    /* file-posix commits or aborts each change before it prepares another */
+    assert(s->pending_io_fd < 0);
+    io_fd = uring_open_io_fd(fd, open_flags, errp);
+    if (io_fd < 0) {
+        return false;
+    }
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        s->pending_io_fd = io_fd;
+    }
+    trace_uring_state_prepare_fd(s->bs, io_fd);
+
+    rings = uring_ctx_rings(s);
+    for (i = 0; i < rings->len; i++) {
+        UringPrepareFd p = { .cr = g_ptr_array_index(rings, i) };
+
+        uring_run_in_ctx(p.cr->ctx, uring_ctx_ring_prepare_fd_bh, &p);
+        if (p.err) {
+            error_propagate_prepend(errp, p.err, "uring: node '%s': cannot "
+                                    "set up io_uring for the reopened "
+                                    "image: ", uring_node_name(s));
+            uring_state_abort_fd(s);
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * The node now uses the descriptor of uring_state_prepare_fd(): from here
+ * on, every new request goes to a ring of it.  Each context switches to
+ * its prepared ring before its next request, the main loop's now; a ring
+ * added since the prepare gets renewed the same way.  Requests on the old
+ * rings finish there.  Under the BQL.
+ */
+void uring_state_commit_fd(BDRVUringState *s)
+{
+    AioContext *ctx = qemu_get_current_aio_context();
+    g_autoptr(GPtrArray) rings = NULL;
+    int old_fd;
+    unsigned i;
+
+    GLOBAL_STATE_CODE();
+    assert(s->pending_io_fd >= 0);
+    WITH_QEMU_LOCK_GUARD(&s->lock) {
+        old_fd = s->io_fd;
+        s->io_fd = s->pending_io_fd;
+        s->pending_io_fd = -1;
+        qatomic_inc(&s->fd_generation);
+    }
+    trace_uring_state_commit_fd(s->bs, s->io_fd, s->fd_generation);
+    /* The rings hold the file itself, not this descriptor */
+    qemu_close(old_fd);
+
+    rings = uring_ctx_rings(s);
+    for (i = 0; i < rings->len; i++) {
+        UringCtxRing *cr = g_ptr_array_index(rings, i);
+
+        if (cr->ctx == ctx) {
+            uring_ctx_ring_refresh(cr);
+        } else {
+            qemu_bh_schedule(cr->refresh_bh);
+        }
+    }
+}
+
+/* The ring for a request in @ctx, or NULL */
 static UringCtxRing *uring_current_ring(BDRVUringState *s, AioContext *ctx)
 {
     Error *local_err = NULL;
@@ -793,15 +982,7 @@ static UringCtxRing *uring_current_ring(BDRVUringState *s, AioContext *ctx)
     /* First request in the home context of a node outside the main loop */
     cr = uring_ctx_ring_add(s, ctx, &local_err);
     if (!cr) {
-        WITH_QEMU_LOCK_GUARD(&s->lock) {
-            if (!s->ring_error_reported) {
-                s->ring_error_reported = true;
-                error_reportf_err(local_err, "uring: node '%s': ",
-                                  uring_node_name(s));
-                local_err = NULL;
-            }
-        }
-        error_free(local_err);
+        uring_report_ring_error(s, local_err);
     }
     return cr;
 }
@@ -857,14 +1038,13 @@ static void coroutine_fn uring_bounce_piece_entry(void *opaque)
  * the table (qemu-img, qemu-io, block jobs, format metadata, guest RAM that
  * is not pinned) and misaligned ones come here.
  */
-static int coroutine_fn uring_co_bounce(BDRVUringState *s,
-                                        UringCtxRing *cr, uint64_t offset,
-                                        QEMUIOVector *qiov, bool is_write,
-                                        bool fua)
+static int coroutine_fn uring_co_bounce(BDRVUringState *s, UringRing *ring,
+                                        uint64_t offset, QEMUIOVector *qiov,
+                                        bool is_write, bool fua)
 {
     UringBounce b = {
         .s = s,
-        .ring = cr->ring,
+        .ring = ring,
         .qiov = qiov,
         .offset = offset,
         .is_write = is_write,
@@ -895,85 +1075,86 @@ static int coroutine_fn uring_co_bounce(BDRVUringState *s,
     return b.ret;
 }
 
-static int coroutine_fn uring_ctx_ring_co_prw(BDRVUringState *s,
-                                              UringCtxRing *cr,
-                                              uint64_t offset,
-                                              QEMUIOVector *qiov,
-                                              bool is_write,
-                                              bool mem_aligned, bool fua)
+/* The ring a request uses, and the buffer-table generation it holds */
+typedef struct UringRequestRing {
+    UringRing *ring;
+    uint64_t generation;
+    AioContext *moved_from;     /* the request moved to the home context */
+} UringRequestRing;
+
+static int coroutine_fn uring_ring_co_prw(BDRVUringState *s,
+                                          UringRequestRing *rr,
+                                          uint64_t offset,
+                                          QEMUIOVector *qiov, bool is_write,
+                                          bool mem_aligned, bool fua)
 {
     int index = -1;
 
     /*
-     * BDRV_REQ_REGISTERED_BUF is only a hint (the graph may have changed
-     * since the memory was registered, and bounce buffers lose it), so the
-     * table decides.
+     * BDRV_REQ_REGISTERED_BUF is only a hint (bounce buffers of the block
+     * layer lose it, exports set it per session), so the table decides.
      */
     if (s->fixed_buffers != ON_OFF_AUTO_OFF && mem_aligned &&
-        (qiov->niov == 1 || uring_ring_has_vectored_fixed(cr->ring))) {
-        index = uring_bufs_lookup(qiov, cr->generation);
+        (qiov->niov == 1 || uring_ring_has_vectored_fixed(rr->ring))) {
+        index = uring_bufs_lookup(qiov, rr->generation);
     }
     if (index < 0) {
-        return uring_co_bounce(s, cr, offset, qiov, is_write, fua);
+        return uring_co_bounce(s, rr->ring, offset, qiov, is_write, fua);
     }
     stat64_add(&s->fixed_requests, 1);
-    return uring_ring_co_rw(cr->ring, is_write, offset, qiov, index, fua);
+    return uring_ring_co_rw(rr->ring, is_write, offset, qiov, index, fua);
 }
 
 /*
- * Enter and leave the driver.  A stale ring is replaced as soon as no
- * request uses it, so that new memory (qemu-io's, qemu-img's, hot-plugged
- * guest RAM) serves from the next request on.
+ * The ring of @cr for a new request, with a reference for it: the current
+ * one, renewed first if it is stale, so that new memory (qemu-io's,
+ * hot-plugged guest RAM) serves from the next request on.  Never a ring
+ * of an older image description: that may be read-only, or have other
+ * caching.  In @cr's thread.
  */
-static void uring_ctx_ring_get(UringCtxRing *cr)
+static bool uring_ctx_ring_get(UringCtxRing *cr, UringRequestRing *rr)
 {
-    if (cr->users == 0 && uring_ctx_ring_is_stale(cr)) {
+    if (uring_ctx_ring_is_stale(cr)) {
         uring_ctx_ring_refresh(cr);
     }
-    cr->users++;
-}
-
-static void uring_ctx_ring_put(UringCtxRing *cr)
-{
-    if (--cr->users == 0 && uring_ctx_ring_is_stale(cr)) {
-        qemu_bh_schedule(cr->refresh_bh);
+    if (cr->fd_generation != qatomic_read(&cr->s->fd_generation)) {
+        return false;
     }
+    rr->ring = cr->ring;
+    rr->generation = cr->generation;
+    uring_ring_ref(rr->ring);
+    return true;
 }
 
 /*
- * The ring for a request of the current coroutine, which has entered the
- * driver.  If the current AioContext has none (no device announced it),
- * the coroutine moves to the node's home context; uring_co_leave() moves
- * it back to *@moved_from.
+ * Take a ring for a request of the current coroutine.  If the current
+ * AioContext has none (no device announced it), the coroutine moves to the
+ * node's home context; uring_co_leave() moves it back.
  */
-static UringCtxRing *coroutine_fn uring_co_enter(BDRVUringState *s,
-                                                 AioContext **moved_from)
+static bool coroutine_fn uring_co_enter(BDRVUringState *s,
+                                        UringRequestRing *rr)
 {
     AioContext *ctx = qemu_get_current_aio_context();
     AioContext *home = bdrv_get_aio_context(s->bs);
     UringCtxRing *cr = uring_current_ring(s, ctx);
 
-    *moved_from = NULL;
+    rr->moved_from = NULL;
     if (!cr && ctx != home) {
         stat64_add(&s->rehomed_requests, 1);
         aio_co_reschedule_self(home);
-        *moved_from = ctx;
+        rr->moved_from = ctx;
         cr = uring_current_ring(s, home);
     }
-    if (cr) {
-        uring_ctx_ring_get(cr);
-    }
-    return cr;
+    return cr && uring_ctx_ring_get(cr, rr);
 }
 
-static void coroutine_fn uring_co_leave(UringCtxRing *cr,
-                                        AioContext *moved_from)
+static void coroutine_fn uring_co_leave(UringRequestRing *rr, bool entered)
 {
-    if (cr) {
-        uring_ctx_ring_put(cr);
+    if (entered) {
+        uring_ring_unref(rr->ring);
     }
-    if (moved_from) {
-        aio_co_reschedule_self(moved_from);
+    if (rr->moved_from) {
+        aio_co_reschedule_self(rr->moved_from);
     }
 }
 
@@ -981,53 +1162,68 @@ int coroutine_fn uring_co_prw(BDRVUringState *s, uint64_t offset,
                               QEMUIOVector *qiov, bool is_write,
                               bool mem_aligned, BdrvRequestFlags flags)
 {
-    AioContext *moved_from;
-    UringCtxRing *cr = uring_co_enter(s, &moved_from);
+    UringRequestRing rr;
+    bool entered;
     int ret = -EIO;
 
-    if (cr) {
-        ret = uring_ctx_ring_co_prw(s, cr, offset, qiov, is_write,
-                                    mem_aligned, flags & BDRV_REQ_FUA);
+    if (!qiov->size) {
+        /* virtio-blk passes zero-length requests on */
+        return 0;
     }
-    uring_co_leave(cr, moved_from);
+    entered = uring_co_enter(s, &rr);
+    if (entered) {
+        ret = uring_ring_co_prw(s, &rr, offset, qiov, is_write, mem_aligned,
+                                flags & BDRV_REQ_FUA);
+    }
+    uring_co_leave(&rr, entered);
     return ret;
 }
 
 int coroutine_fn uring_co_flush(BDRVUringState *s)
 {
-    AioContext *moved_from;
-    UringCtxRing *cr = uring_co_enter(s, &moved_from);
+    UringRequestRing rr;
+    bool entered = uring_co_enter(s, &rr);
     int ret = -EIO;
 
-    if (cr) {
-        ret = uring_ring_co_flush(cr->ring);
+    if (entered) {
+        stat64_add(&s->flushes, 1);
+        ret = uring_ring_co_flush(rr.ring);
     }
-    uring_co_leave(cr, moved_from);
+    uring_co_leave(&rr, entered);
     return ret;
 }
 
 /*
  * bdrv_register_buf(): called by BlockRAMRegistrar for each guest RAM block,
- * at realize and on hot-plug, and by qemu-img and qemu-io.
+ * at realize and on hot-plug, by exports for the front-end's memory, by
+ * qemu-img and qemu-io, and for a node that joins a graph where memory is
+ * registered.
  *
- * This never fails: BlockRAMRegistrar would drop all guest RAM.  With
- * fixed-buffers=auto, memory that cannot be pinned is reported once and
- * its requests go through the bounce buffer.  With fixed-buffers=on, the
- * device's bdrv_prepare_io_contexts() fails instead, with the reason.
+ * This never fails: BlockRAMRegistrar would drop all guest RAM.  Memory
+ * that cannot be pinned bounces; with fixed-buffers=auto that is reported
+ * once, with fixed-buffers=on the device's bdrv_prepare_io_contexts() at
+ * realize fails instead.  Small memory is pinned now, large memory by a
+ * worker thread, and during a graph change everything is: nodes are
+ * drained then, and the guest would wait.  fixed-buffers=on pins in this
+ * thread, but not during a graph change.
  */
 bool uring_register_buf(BDRVUringState *s, void *host, size_t size,
                         Error **errp)
 {
     UringRange range = { .host = host, .size = size };
-    bool sync = s->fixed_buffers == ON_OFF_AUTO_ON;
+    UringBufsPin how = URING_BUFS_PIN_AUTO;
 
     GLOBAL_STATE_CODE();
     if (s->fixed_buffers == ON_OFF_AUTO_OFF) {
         return true;
     }
+    if (bdrv_registrations_inherited()) {
+        how = URING_BUFS_PIN_BACKGROUND;
+    } else if (s->fixed_buffers == ON_OFF_AUTO_ON) {
+        how = URING_BUFS_PIN_NOW;
+    }
     g_array_append_val(s->registered, range);
-    if (uring_bufs_register(host, size, sync) < 0 && !sync &&
-        !s->pin_warned) {
+    if (uring_bufs_register(host, size, how) < 0 && !s->pin_warned) {
         qemu_bh_schedule(s->pin_warning_bh);
     }
     return true;
@@ -1042,7 +1238,7 @@ void uring_unregister_buf(BDRVUringState *s, void *host, size_t size)
     for (i = 0; i < s->registered->len; i++) {
         UringRange *r = &g_array_index(s->registered, UringRange, i);
 
-        if (r->host == host) {
+        if (r->host == host && r->size == size) {
             g_array_remove_index_fast(s->registered, i);
             uring_bufs_unregister(host, size);
             return;
@@ -1060,12 +1256,8 @@ typedef struct UringPrepare {
 static void uring_prepare_bh(void *opaque)
 {
     UringPrepare *p = opaque;
-    UringCtxRing *cr = uring_ctx_ring_add(p->s, p->ctx, &p->err);
 
-    if (cr) {
-        QEMU_LOCK_GUARD(&p->s->lock);
-        cr->prepared++;
-    }
+    uring_ctx_ring_add(p->s, p->ctx, &p->err);
 }
 
 /*
@@ -1078,7 +1270,8 @@ bool uring_prepare_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
     unsigned i;
 
     GLOBAL_STATE_CODE();
-    if (s->fixed_buffers == ON_OFF_AUTO_ON && uring_pin_failure(s, errp)) {
+    if (s->fixed_buffers == ON_OFF_AUTO_ON &&
+        !bdrv_registrations_inherited() && uring_pin_failure(s, errp)) {
         error_append_hint(errp, "fixed-buffers=on requires guest RAM to be "
                           "pinned; use fixed-buffers=auto to run without "
                           "it.\n");
@@ -1089,20 +1282,12 @@ bool uring_prepare_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
 
         uring_run_in_ctx(ctxs[i], uring_prepare_bh, &p);
         if (p.err) {
-            /* Under the graph write lock, the node is drained already */
-            bool drain = !s->bs->quiesce_counter;
-
             error_propagate_prepend(errp, p.err, "Cannot set up io_uring "
                                     "for node '%s': ", uring_node_name(s));
-            if (drain) {
-                bdrv_drained_begin(s->bs);
-            }
             uring_release_io_contexts(s, ctxs, i);
-            if (drain) {
-                bdrv_drained_end(s->bs);
-            }
             return false;
         }
+        uring_ctx_ring_find(s, ctxs[i])->prepared++;
     }
     return true;
 }
@@ -1114,19 +1299,16 @@ bool uring_prepare_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
 static void uring_ctx_ring_maybe_remove(BDRVUringState *s, AioContext *ctx)
 {
     UringCtxRing *cr = uring_ctx_ring_find(s, ctx);
-    bool unused;
 
-    if (!cr) {
-        return;
-    }
-    WITH_QEMU_LOCK_GUARD(&s->lock) {
-        unused = !cr->prepared && ctx != bdrv_get_aio_context(s->bs);
-    }
-    if (unused) {
+    if (cr && !cr->prepared && ctx != bdrv_get_aio_context(s->bs)) {
         uring_ctx_ring_remove(s, cr);
     }
 }
 
+/*
+ * Undo uring_prepare_io_contexts().  Other users of the node may be
+ * submitting meanwhile: their requests keep the rings they use.
+ */
 void uring_release_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
                                unsigned n)
 {
@@ -1137,10 +1319,8 @@ void uring_release_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
         UringCtxRing *cr = uring_ctx_ring_find(s, ctxs[i]);
 
         if (cr) {
-            WITH_QEMU_LOCK_GUARD(&s->lock) {
-                assert(cr->prepared > 0);
-                cr->prepared--;
-            }
+            assert(cr->prepared > 0);
+            cr->prepared--;
         }
     }
     for (i = 0; i < n; i++) {
@@ -1152,14 +1332,8 @@ void uring_release_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
 void uring_detach_aio_context(BDRVUringState *s)
 {
     UringCtxRing *cr = uring_ctx_ring_find(s, bdrv_get_aio_context(s->bs));
-    bool unused = false;
 
-    if (cr) {
-        WITH_QEMU_LOCK_GUARD(&s->lock) {
-            unused = !cr->prepared;
-        }
-    }
-    if (unused) {
+    if (cr && !cr->prepared) {
         uring_ctx_ring_remove(s, cr);
     }
 }
@@ -1179,10 +1353,32 @@ void uring_attach_aio_context(BDRVUringState *s, AioContext *new_ctx)
     }
 }
 
+/*
+ * The oldest buffer-table generation that one of the node's current rings
+ * holds: memory pinned later is not used yet.
+ */
+static uint64_t uring_rings_generation(BDRVUringState *s)
+{
+    uint64_t generation = UINT64_MAX;
+    UringCtxRing *cr;
+
+    QEMU_LOCK_GUARD(&s->lock);
+    QLIST_FOREACH(cr, &s->rings, next) {
+        generation = MIN(generation, cr->generation);
+    }
+    return generation;
+}
+
+/*
+ * How requests reach the memory registered with the node, as the rings
+ * hold it: memory pinned in the table but not yet in every current ring
+ * counts as being pinned.
+ */
 static UringBufferMode uring_buffer_mode(BDRVUringState *s,
                                          uint64_t *registered,
                                          uint64_t *pinned)
 {
+    uint64_t held = uring_rings_generation(s);
     unsigned i, n_pinned = 0, n_pending = 0;
 
     *registered = *pinned = 0;
@@ -1191,13 +1387,14 @@ static UringBufferMode uring_buffer_mode(BDRVUringState *s,
     }
     for (i = 0; i < s->registered->len; i++) {
         UringRange *r = &g_array_index(s->registered, UringRange, i);
-        int state = uring_bufs_state(r->host);
+        uint64_t generation;
+        int state = uring_bufs_state(r->host, r->size, &generation);
 
         *registered += r->size;
-        if (state > 0) {
+        if (state > 0 && generation <= held) {
             *pinned += r->size;
             n_pinned++;
-        } else if (state == 0) {
+        } else if (state >= 0) {
             n_pending++;
         }
     }
@@ -1241,7 +1438,7 @@ void uring_get_stats(BDRVUringState *s, BlockStatsSpecificUring *stats)
     stats->fixed_requests = stat64_get(&s->fixed_requests);
     stats->bounced_requests = stat64_get(&s->bounced_requests);
     stats->rehomed_requests = stat64_get(&s->rehomed_requests);
-    stats->flushes = sum.flushes;
+    stats->flushes = stat64_get(&s->flushes);
     stats->sq_wakeups = sum.sq_wakeups;
     stats->submit_calls = sum.submit_calls;
     stats->submit_retries = sum.submit_retries;

@@ -26,9 +26,14 @@ bool uring_state_start(BDRVUringState *s, int fd, int open_flags,
                        Error **errp);
 void uring_state_free(BDRVUringState *s);
 
-/* The image was reopened as @fd: under the BQL, with the node drained */
-int uring_state_set_fd(BDRVUringState *s, int fd, int open_flags,
-                       Error **errp);
+/*
+ * file-posix changes the image's descriptor to @fd (reopen, auto-read-only):
+ * prepare with the permission check, then commit or abort.  Under the BQL.
+ */
+bool uring_state_prepare_fd(BDRVUringState *s, int fd, int open_flags,
+                            Error **errp);
+void uring_state_commit_fd(BDRVUringState *s);
+void uring_state_abort_fd(BDRVUringState *s);
 
 /*
  * Requests: in any AioContext.  @mem_aligned says whether @qiov's memory
@@ -44,10 +49,7 @@ bool uring_register_buf(BDRVUringState *s, void *host, size_t size,
                         Error **errp);
 void uring_unregister_buf(BDRVUringState *s, void *host, size_t size);
 
-/*
- * bdrv_prepare_io_contexts() and bdrv_release_io_contexts(): under the
- * BQL; the release with the node drained.
- */
+/* bdrv_prepare_io_contexts() and bdrv_release_io_contexts(): under the BQL */
 bool uring_prepare_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
                                unsigned n, Error **errp);
 void uring_release_io_contexts(BDRVUringState *s, AioContext *const *ctxs,

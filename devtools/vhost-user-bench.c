@@ -80,6 +80,7 @@ enum {
 #define VU_PROTOCOL_F_MQ        0
 #define VU_PROTOCOL_F_REPLY_ACK 3
 #define VU_PROTOCOL_F_CONFIG    9
+#define VU_PROTOCOL_F_PINNED_MEMORY 24
 #define VU_MAX_QUEUES           64
 #define REPLY_TIMEOUT_S         10
 
@@ -591,9 +592,14 @@ static void negotiate(void)
         die("the back-end does not offer VHOST_USER_F_PROTOCOL_FEATURES: "
             "not a vhost-user-blk export of QEMU?");
     }
+    /*
+     * We never discard our memfd: the export may pin it (the uring
+     * driver's fixed buffers)
+     */
     proto = vu_get_u64(VU_GET_PROTOCOL_FEATURES) &
             ((1ull << VU_PROTOCOL_F_MQ) | (1ull << VU_PROTOCOL_F_REPLY_ACK) |
-             (1ull << VU_PROTOCOL_F_CONFIG));
+             (1ull << VU_PROTOCOL_F_CONFIG) |
+             (1ull << VU_PROTOCOL_F_PINNED_MEMORY));
     /* Before protocol_features is set: REPLY_ACK applies from now on */
     vu_set_u64(VU_SET_PROTOCOL_FEATURES, proto);
     protocol_features = proto;

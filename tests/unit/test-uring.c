@@ -57,7 +57,7 @@ static void test_bufs_generations(void)
     g0 = uring_bufs_generation();
     g_assert_cmpint(uring_bufs_lookup(qiov_of(a, 512), g0), ==, -1);
 
-    g_assert_cmpint(uring_bufs_register(a, BUF_SIZE, true),
+    g_assert_cmpint(uring_bufs_register(a, BUF_SIZE, URING_BUFS_PIN_NOW),
                     ==, 0);
     g1 = uring_bufs_generation();
     g_assert_cmpuint(g1, >, g0);
@@ -74,7 +74,7 @@ static void test_bufs_generations(void)
     g_assert_cmpint(uring_bufs_lookup(qiov_of(a + BUF_SIZE - 512, 1024),
                                       g1), ==, -1);
 
-    g_assert_cmpint(uring_bufs_register(b, BUF_SIZE, true),
+    g_assert_cmpint(uring_bufs_register(b, BUF_SIZE, URING_BUFS_PIN_NOW),
                     ==, 0);
     g2 = uring_bufs_generation();
     slot_b = uring_bufs_lookup(qiov_of(b, 512), g2);
@@ -90,11 +90,14 @@ static void test_bufs_generations(void)
     g_assert_cmpint(uring_bufs_lookup(&two, g2), ==, -1);
 
     /* Registrations are counted */
-    g_assert_cmpint(uring_bufs_register(a, BUF_SIZE, true),
+    g_assert_cmpint(uring_bufs_register(a, BUF_SIZE, URING_BUFS_PIN_NOW),
                     ==, 0);
     uring_bufs_unregister(a, BUF_SIZE);
     g_assert_cmpint(uring_bufs_lookup(qiov_of(a, 512), g2), ==, slot_a);
-    g_assert_cmpint(uring_bufs_state(a), ==, 1);
+    g_assert_cmpint(uring_bufs_state(a, BUF_SIZE, &g3), ==, 1);
+    g_assert_cmpuint(g3, ==, g1);
+    /* Memory is known by address and size */
+    g_assert_cmpint(uring_bufs_state(a, 4096, &g3), ==, -ENOENT);
 
     /* The last one goes: so does the memory, for every generation */
     uring_bufs_unregister(a, BUF_SIZE);
@@ -102,7 +105,7 @@ static void test_bufs_generations(void)
     g_assert_cmpuint(g3, >, g2);
     g_assert_cmpint(uring_bufs_lookup(qiov_of(a, 512), g3), ==, -1);
     g_assert_cmpint(uring_bufs_lookup(qiov_of(a, 512), g2), ==, -1);
-    g_assert_cmpint(uring_bufs_state(a), ==, -ENOENT);
+    g_assert_cmpint(uring_bufs_state(a, BUF_SIZE, &g3), ==, -ENOENT);
 
     /* Unknown memory is ignored */
     uring_bufs_unregister(a + 4096, 4096);
@@ -111,6 +114,98 @@ static void test_bufs_generations(void)
     drain_call_rcu();
     qemu_vfree(a);
     qemu_vfree(b);
+}
+
+/*
+ * Memory whose last registration goes is forgotten at once, even while a
+ * worker still pins it: memory registered again at the same address (a
+ * DIMM unplugged and another plugged there) is a range of its own, which
+ * never gets the slots of the old mapping.
+ */
+static void test_bufs_unregister_while_pinning(void)
+{
+    uint8_t *a = qemu_memalign(4096, BUF_SIZE);
+    UringBufsInfo info;
+    uint64_t g;
+    int slot;
+
+    uring_bufs_ref(&error_abort);
+    g_assert_cmpint(uring_bufs_register(a, BUF_SIZE,
+                                        URING_BUFS_PIN_BACKGROUND), ==, 0);
+    g_assert_cmpint(uring_bufs_state(a, BUF_SIZE, &g), ==, 0);
+    uring_bufs_unregister(a, BUF_SIZE);
+    g_assert_cmpint(uring_bufs_state(a, BUF_SIZE, &g), ==, -ENOENT);
+
+    /* Registered again while the worker runs: pinned anew */
+    g_assert_cmpint(uring_bufs_register(a, BUF_SIZE, URING_BUFS_PIN_NOW),
+                    ==, 0);
+    g_assert_cmpint(uring_bufs_state(a, BUF_SIZE, &g), ==, 1);
+    slot = uring_bufs_lookup(qiov_of(a, 512), uring_bufs_generation());
+    g_assert_cmpint(slot, >=, 0);
+
+    /* The worker finishes: what it pinned is dropped, not published */
+    do {
+        aio_poll(ctx, true);
+        uring_bufs_get_info(&info);
+    } while (info.pending_bytes);
+    g_assert_cmpuint(info.slots, ==, 1);
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(a, 512),
+                                      uring_bufs_generation()), ==, slot);
+
+    uring_bufs_unregister(a, BUF_SIZE);
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(a, 512),
+                                      uring_bufs_generation()), ==, -1);
+    uring_bufs_unref();
+    drain_call_rcu();
+    qemu_vfree(a);
+}
+
+/*
+ * Memory handed to a worker and then needed pinned at once: it is pinned
+ * in this thread, without waiting for the worker, which may not even
+ * exist yet (the thread pool creates its threads from a main-loop BH).
+ * This runs first, before any other test made the pool start a thread.
+ */
+static void test_bufs_pin_now_after_background(void)
+{
+    uint8_t *a = qemu_memalign(4096, BUF_SIZE);
+    UringBufsInfo info;
+    uint64_t g;
+
+    uring_bufs_ref(&error_abort);
+    g_assert_cmpint(uring_bufs_register(a, BUF_SIZE,
+                                        URING_BUFS_PIN_BACKGROUND), ==, 0);
+    g_assert_cmpint(uring_bufs_register(a, BUF_SIZE, URING_BUFS_PIN_NOW),
+                    ==, 0);
+    g_assert_cmpint(uring_bufs_state(a, BUF_SIZE, &g), ==, 1);
+    g_assert_cmpint(uring_bufs_lookup(qiov_of(a, 512),
+                                      uring_bufs_generation()), >=, 0);
+
+    /* The worker finds nothing left to do */
+    do {
+        aio_poll(ctx, true);
+        uring_bufs_get_info(&info);
+    } while (info.pending_bytes);
+    g_assert_cmpuint(info.slots, ==, 1);
+
+    uring_bufs_unregister(a, BUF_SIZE);
+    uring_bufs_unregister(a, BUF_SIZE);
+    g_assert_cmpint(uring_bufs_state(a, BUF_SIZE, &g), ==, -ENOENT);
+    uring_bufs_unref();
+    drain_call_rcu();
+    qemu_vfree(a);
+}
+
+/* A zero-length request (the guest may send one) is in no buffer */
+static void test_bufs_lookup_empty(void)
+{
+    QEMUIOVector empty;
+
+    uring_bufs_ref(&error_abort);
+    qemu_iovec_init_external(&empty, NULL, 0);
+    g_assert_cmpint(uring_bufs_lookup(&empty, uring_bufs_generation()), ==,
+                    -1);
+    uring_bufs_unref();
 }
 
 /*
@@ -129,7 +224,7 @@ static void test_bufs_split(void)
 
     g_assert(host != MAP_FAILED);
     uring_bufs_ref(&error_abort);
-    if (uring_bufs_register(host, size, true) == -ENOMEM) {
+    if (uring_bufs_register(host, size, URING_BUFS_PIN_NOW) == -ENOMEM) {
         g_test_skip("RLIMIT_MEMLOCK does not allow pinning 1 GiB");
         uring_bufs_unregister(host, size);
         uring_bufs_unref();
@@ -302,7 +397,7 @@ static void test_ring_rw_fixed(void)
     int slot;
 
     uring_bufs_ref(&error_abort);
-    g_assert_cmpint(uring_bufs_register(buf, BUF_SIZE, true),
+    g_assert_cmpint(uring_bufs_register(buf, BUF_SIZE, URING_BUFS_PIN_NOW),
                     ==, 0);
     rw.r = ring_new(fd, 8, &generation);
     slot = uring_bufs_lookup(qiov_of(buf, BUF_SIZE), generation);
@@ -335,7 +430,7 @@ static void test_ring_rw_fixed(void)
     uring_ring_get_stats(rw.r, &st);
     g_assert_cmpuint(st.rw_requests, ==, 3);
 
-    uring_ring_free(rw.r);
+    uring_ring_unref(rw.r);
     uring_bufs_unregister(buf, BUF_SIZE);
     uring_bufs_unref();
     qemu_vfree(buf);
@@ -377,7 +472,7 @@ static void test_ring_register_refused(void)
                                        NULL, 0), ==, -EACCES);
 
     io_uring_queue_exit(&other);
-    uring_ring_free(r);
+    uring_ring_unref(r);
     uring_bufs_unref();
     qemu_vfree(buf);
     close(fd);
@@ -419,20 +514,105 @@ static void test_ring_read_past_eof(void)
     g_assert(memcmp(buf, "abc", 3) == 0);
 
     bounce_run(bounce_put_entry, &bc);
-    uring_ring_free(r);
+    uring_ring_unref(r);
     uring_bufs_unref();
     close(fd);
 }
 
-/* More requests than the SQ and CQ hold: they wait, none is dropped */
-static void run_many_writes(UringRing *r, int fd, uint8_t *buf,
-                            unsigned slot, unsigned n)
+/*
+ * An O_DIRECT read that ends short at an end of file that is not aligned
+ * would continue at an unaligned offset: that is the end of the file.
+ */
+static void test_ring_read_unaligned_eof(void)
+{
+    char name[] = "/var/tmp/test-uring-XXXXXX";
+    int fd = mkstemp(name);
+    uint8_t *buf = qemu_memalign(4096, 8192);
+    RwCo rw = { 0 };
+    uint64_t generation;
+    int dfd;
+
+    g_assert(fd >= 0);
+    g_assert(pwrite(fd, "abc", 3, 4096 + 97) == 3);
+    dfd = open(name, O_RDWR | O_DIRECT);
+    unlink(name);
+    close(fd);
+    if (dfd < 0) {
+        g_test_skip("/var/tmp does not support O_DIRECT");
+        qemu_vfree(buf);
+        return;
+    }
+
+    uring_bufs_ref(&error_abort);
+    g_assert_cmpint(uring_bufs_register(buf, 8192, URING_BUFS_PIN_NOW),
+                    ==, 0);
+    rw.r = ring_new(dfd, 4, &generation);
+    rw.buf_index = uring_bufs_lookup(qiov_of(buf, 8192), generation);
+    memset(buf, 0xff, 8192);
+    qemu_iovec_init_buf(&rw.qiov, buf, 8192);
+    rw_start(&rw);
+    rw_wait(&rw);
+    g_assert_cmpint(rw.ret, ==, 0);
+    g_assert(buf[0] == 0 && memcmp(buf + 4096 + 97, "abc", 3) == 0);
+    g_assert(buf[4096 + 100] == 0 && buf[8191] == 0);
+
+    uring_ring_unref(rw.r);
+    uring_bufs_unregister(buf, 8192);
+    uring_bufs_unref();
+    qemu_vfree(buf);
+    close(dfd);
+}
+
+/* A reference keeps a ring working after its owner let go */
+static void test_ring_refs(void)
+{
+    int fd = tmp_file(BUF_SIZE);
+    uint8_t *buf = qemu_memalign(4096, BUF_SIZE);
+    RwCo rw = { 0 };
+    uint64_t generation;
+    int ring_fd;
+
+    uring_bufs_ref(&error_abort);
+    g_assert_cmpint(uring_bufs_register(buf, BUF_SIZE, URING_BUFS_PIN_NOW),
+                    ==, 0);
+    rw.r = ring_new(fd, 4, &generation);
+    ring_fd = uring_ring_fd(rw.r);
+    rw.buf_index = uring_bufs_lookup(qiov_of(buf, 4096), generation);
+    qemu_iovec_init_buf(&rw.qiov, buf, 4096);
+
+    /* The request's reference, then the owner goes while it runs */
+    uring_ring_ref(rw.r);
+    rw_start(&rw);
+    uring_ring_unref(rw.r);
+    rw_wait(&rw);
+    g_assert_cmpint(rw.ret, ==, 0);
+    rw_start(&rw);
+    rw_wait(&rw);
+    g_assert_cmpint(rw.ret, ==, 0);
+    g_assert(fcntl(ring_fd, F_GETFD) >= 0);
+
+    /* The last reference frees it */
+    uring_ring_unref(rw.r);
+    g_assert(fcntl(ring_fd, F_GETFD) < 0 && errno == EBADF);
+
+    uring_bufs_unregister(buf, BUF_SIZE);
+    uring_bufs_unref();
+    qemu_vfree(buf);
+    close(fd);
+}
+
+/*
+ * Write page i of @buf, filled with i, to page i of the image for each of
+ * @n pages, all in one submission, as a virtqueue notification does; wait
+ * for all of them.  The results are in the returned array.
+ */
+static RwCo *write_pages(UringRing *r, uint8_t *buf, unsigned slot,
+                         unsigned n)
 {
     RwCo *rw = g_new0(RwCo, n);
     bool all_done;
     unsigned i;
 
-    /* All in one submission, as a virtqueue notification does */
     defer_call_begin();
     for (i = 0; i < n; i++) {
         memset(buf + i * 4096, i, 4096);
@@ -450,6 +630,15 @@ static void run_many_writes(UringRing *r, int fd, uint8_t *buf,
             all_done &= rw[i].done;
         }
     } while (!all_done);
+    return rw;
+}
+
+/* More requests than the SQ and CQ hold: they wait, none is dropped */
+static void run_many_writes(UringRing *r, int fd, uint8_t *buf,
+                            unsigned slot, unsigned n)
+{
+    RwCo *rw = write_pages(r, buf, slot, n);
+    unsigned i;
 
     for (i = 0; i < n; i++) {
         uint8_t b;
@@ -471,7 +660,7 @@ static void test_ring_queue_full(void)
     uint64_t generation;
 
     uring_bufs_ref(&error_abort);
-    g_assert_cmpint(uring_bufs_register(buf, N * 4096, true),
+    g_assert_cmpint(uring_bufs_register(buf, N * 4096, URING_BUFS_PIN_NOW),
                     ==, 0);
     r = ring_new(fd, 1, &generation);
     run_many_writes(r, fd, buf,
@@ -479,7 +668,7 @@ static void test_ring_queue_full(void)
     uring_ring_get_stats(r, &st);
     g_assert_cmpuint(st.queued, >, 0);
 
-    uring_ring_free(r);
+    uring_ring_unref(r);
     uring_bufs_unregister(buf, N * 4096);
     uring_bufs_unref();
     qemu_vfree(buf);
@@ -516,7 +705,7 @@ static void test_ring_submit_errors(void)
     unsigned i;
 
     uring_bufs_ref(&error_abort);
-    g_assert_cmpint(uring_bufs_register(buf, N * 4096, true),
+    g_assert_cmpint(uring_bufs_register(buf, N * 4096, URING_BUFS_PIN_NOW),
                     ==, 0);
     r = ring_new(fd, 4, &generation);
     for (i = 0; i < ARRAY_SIZE(errs); i++) {
@@ -531,11 +720,65 @@ static void test_ring_submit_errors(void)
     uring_ring_get_stats(r, &st);
     g_assert_cmpuint(st.submit_retries, >=, 3 * ARRAY_SIZE(errs));
 
-    uring_ring_free(r);
+    uring_ring_unref(r);
     uring_bufs_unregister(buf, N * 4096);
     uring_bufs_unref();
     qemu_vfree(buf);
     close(fd);
+}
+
+/*
+ * A submission that fails for good fails the requests the kernel did not
+ * take, and every later one, instead of retrying forever; so does one that
+ * keeps failing with a transient error.
+ */
+static void run_failing_writes(int err, unsigned count)
+{
+    enum { N = 8 };
+    int fd = tmp_file(N * 4096);
+    uint8_t *buf = qemu_memalign(4096, N * 4096);
+    RwCo *rw;
+    UringRing *r;
+    uint64_t generation;
+    int slot;
+    unsigned i;
+
+    uring_bufs_ref(&error_abort);
+    g_assert_cmpint(uring_bufs_register(buf, N * 4096, URING_BUFS_PIN_NOW),
+                    ==, 0);
+    r = ring_new(fd, N, &generation);
+    slot = uring_bufs_lookup(qiov_of(buf, 4096), generation);
+    inject_fd = uring_ring_fd(r);
+    inject_err = err;
+    inject_count = count;
+    rw = write_pages(r, buf, slot, N);
+    inject_fd = -1;
+
+    for (i = 0; i < N; i++) {
+        g_assert_cmpint(rw[i].ret, ==, err);
+    }
+    g_assert_cmpint(uring_ring_broken(r), ==, err);
+    g_assert(uring_ring_is_idle(r));
+    rw_start(&rw[0]);
+    rw_wait(&rw[0]);
+    g_assert_cmpint(rw[0].ret, ==, err);
+
+    uring_ring_unref(r);
+    uring_bufs_unregister(buf, N * 4096);
+    uring_bufs_unref();
+    g_free(rw);
+    qemu_vfree(buf);
+    close(fd);
+}
+
+static void test_ring_hard_error(void)
+{
+    run_failing_writes(-EBADFD, 1);
+}
+
+static void test_ring_transient_error_bound(void)
+{
+    run_failing_writes(-EAGAIN, UINT_MAX);
 }
 
 int main(int argc, char **argv)
@@ -545,16 +788,28 @@ int main(int argc, char **argv)
 
     g_test_init(&argc, &argv, NULL);
     if (qemu_io_uring_restricted_ring_usable(0)) {
+        /* First: no thread pool thread exists yet */
+        g_test_add_func("/uring/bufs/pin-now-after-background",
+                        test_bufs_pin_now_after_background);
         g_test_add_func("/uring/bufs/generations", test_bufs_generations);
         g_test_add_func("/uring/bufs/bounce-wait", test_bufs_bounce_wait);
         g_test_add_func("/uring/bufs/split", test_bufs_split);
+        g_test_add_func("/uring/bufs/unregister-while-pinning",
+                        test_bufs_unregister_while_pinning);
+        g_test_add_func("/uring/bufs/lookup-empty", test_bufs_lookup_empty);
         g_test_add_func("/uring/ring/rw-fixed", test_ring_rw_fixed);
         g_test_add_func("/uring/ring/register-refused",
                         test_ring_register_refused);
         g_test_add_func("/uring/ring/read-past-eof", test_ring_read_past_eof);
+        g_test_add_func("/uring/ring/read-unaligned-eof",
+                        test_ring_read_unaligned_eof);
+        g_test_add_func("/uring/ring/refs", test_ring_refs);
         g_test_add_func("/uring/ring/queue-full", test_ring_queue_full);
         g_test_add_func("/uring/ring/submit-errors",
                         test_ring_submit_errors);
+        g_test_add_func("/uring/ring/hard-error", test_ring_hard_error);
+        g_test_add_func("/uring/ring/transient-error-bound",
+                        test_ring_transient_error_bound);
     } else {
         g_test_message("this kernel cannot make restricted io_uring "
                        "instances: tests skipped");
