@@ -408,7 +408,11 @@ static bool uring_bufs_range_has_slot(UringBufRange *range, unsigned index)
     return false;
 }
 
-/* A new generation whose view adds @add and drops @remove */
+/*
+ * A new generation whose view adds @add and drops (and unpins) @remove.
+ * Rings clone the table under @lock, so one that has the new generation
+ * never holds the pages of @remove.
+ */
 static void uring_bufs_new_generation(UringBufs *b, UringBufRange *add,
                                       UringBufRange *remove)
 {
@@ -425,6 +429,9 @@ static void uring_bufs_new_generation(UringBufs *b, UringBufRange *add,
     }
 
     WITH_QEMU_LOCK_GUARD(&b->lock) {
+        for (i = 0; remove && i < remove->n; i++) {
+            uring_bufs_unpin_slot(b, remove->slots[i].index);
+        }
         b->generation++;
         if (add) {
             add->generation = b->generation;
@@ -532,6 +539,19 @@ static void uring_bufs_unpin_range(UringBufs *b, UringBufRange *range)
 }
 
 /*
+ * Slots that were pinned in the table but never published (unregistered
+ * while pinning, or a pin that failed halfway) are in the rings that
+ * cloned the table meanwhile: a new generation makes those rings stale,
+ * so that they let go of the pages.
+ */
+static void uring_bufs_retire_clones(UringBufs *b)
+{
+    if (b->shared) {
+        uring_bufs_new_generation(b, NULL, NULL);
+    }
+}
+
+/*
  * Publish (or drop) a range once pinning finished; under the BQL.  A range
  * that a worker still has is freed by uring_bufs_pin_cb().
  */
@@ -546,12 +566,14 @@ static void uring_bufs_pinned(UringBufs *b, UringBufRange *range, int ret)
         } else {
             uring_bufs_unreserve(b, range);
         }
+        uring_bufs_retire_clones(b);
         if (!range->worker) {
             uring_bufs_free_range(b, range);
         }
     } else if (ret < 0) {
         range->err = ret;
         uring_bufs_unreserve(b, range);
+        uring_bufs_retire_clones(b);
         uring_bufs_update_discard(b);
     } else {
         range->pinned = true;
@@ -624,37 +646,15 @@ static int uring_bufs_pin_now(UringBufs *b, UringBufRange *range)
     return ret;
 }
 
-/*
- * Add [@host, @host + @size) to the table, or count another registration
- * of it.  @how says who pins it: a worker thread (URING_BUFS_PIN_BACKGROUND),
- * this thread if it is small (URING_BUFS_PIN_AUTO), or this thread
- * whatever the size, waiting for a worker that pins it already
- * (URING_BUFS_PIN_NOW).  Until it is pinned requests bounce, and the
- * listeners hear when it is done.  Returns 0, or why the memory could not
- * be pinned (which uring_bufs_state() tells later too).
- */
-int uring_bufs_register(void *host, size_t size, UringBufsPin how)
+/* Pin @range, which has no slots yet: see uring_bufs_register() */
+static int uring_bufs_start_pin(UringBufs *b, UringBufRange *range,
+                                UringBufsPin how)
 {
-    UringBufs *b = &uring_bufs;
-    UringBufRange *range;
+    void *host = range->host;
+    size_t size = range->size;
     int ret;
 
-    GLOBAL_STATE_CODE();
-    assert(b->refs > 0);
-
-    range = uring_bufs_find(b, host, size);
-    if (range) {
-        range->refs++;
-        return how == URING_BUFS_PIN_NOW ? uring_bufs_pin_now(b, range)
-                                         : range->err;
-    }
-
-    range = g_new0(UringBufRange, 1);
-    range->host = host;
-    range->size = size;
-    range->refs = 1;
-    qemu_event_init(&range->worker_done, false);
-    QLIST_INSERT_HEAD(&b->ranges, range, next);
+    range->err = 0;
 
     /* The kernel would keep using pages that were discarded */
     if (!b->discard_disabled) {
@@ -688,6 +688,43 @@ int uring_bufs_register(void *host, size_t size, UringBufsPin how)
 }
 
 /*
+ * Add [@host, @host + @size) to the table, or count another registration
+ * of it.  @how says who pins it: a worker thread (URING_BUFS_PIN_BACKGROUND),
+ * this thread if it is small (URING_BUFS_PIN_AUTO), or this thread
+ * whatever the size, waiting for a worker that pins it already
+ * (URING_BUFS_PIN_NOW).  Until it is pinned requests bounce, and the
+ * listeners hear when it is done.  Returns 0, or why the memory could not
+ * be pinned (which uring_bufs_state() tells later too).
+ */
+int uring_bufs_register(void *host, size_t size, UringBufsPin how)
+{
+    UringBufs *b = &uring_bufs;
+    UringBufRange *range;
+
+    GLOBAL_STATE_CODE();
+    assert(b->refs > 0);
+
+    range = uring_bufs_find(b, host, size);
+    if (range && range->err == -EBUSY) {
+        /* Discard was required (postcopy, ...) then; maybe not any more */
+        range->refs++;
+        return uring_bufs_start_pin(b, range, how);
+    } else if (range) {
+        range->refs++;
+        return how == URING_BUFS_PIN_NOW ? uring_bufs_pin_now(b, range)
+                                         : range->err;
+    }
+
+    range = g_new0(UringBufRange, 1);
+    range->host = host;
+    range->size = size;
+    range->refs = 1;
+    qemu_event_init(&range->worker_done, false);
+    QLIST_INSERT_HEAD(&b->ranges, range, next);
+    return uring_bufs_start_pin(b, range, how);
+}
+
+/*
  * Drop a registration; unknown memory is ignored.  The last one unlinks
  * the range at once; a worker that pins it frees it when it is done.
  */
@@ -705,7 +742,7 @@ void uring_bufs_unregister(void *host, size_t size)
     trace_uring_bufs_unpin(host, range->size);
     if (range->pinned) {
         uring_bufs_new_generation(b, NULL, range);
-        uring_bufs_unpin_range(b, range);
+        uring_bufs_unreserve(b, range);
         range->pinned = false;
     }
     if (!range->worker) {

@@ -54,7 +54,7 @@ enum {
  * -ENOMEM) are retried after reaping completions, which is what frees the
  * kernel's resources, and from a timer with a growing delay in case none
  * come.  If they keep failing for that long without any progress, the
- * ring breaks.
+ * ring breaks (SQPOLL rings excepted, see uring_ring_submit_failed()).
  */
 #define URING_SUBMIT_RETRY_MAX_MS   5000
 #define URING_SUBMIT_RETRY_DELAY_MS 100
@@ -218,18 +218,21 @@ static int uring_ring_create(UringRing *r, const UringRingConfig *cfg)
             p.flags |= IORING_SETUP_ATTACH_WQ;
             p.wq_fd = cfg->attach_wq_fd;
         }
-    } else if (r->ctx != qemu_get_aio_context()) {
+    } else if (r->ctx != qemu_get_aio_context() ||
+               qemu_main_context_single_threaded()) {
         /*
          * Completions from io-wq workers and from interrupts are posted by
          * task work in the submitting thread.  By default each one
          * interrupts the thread with an IPI even while it is busy; with
          * COOP_TASKRUN the work waits for the thread's next system call,
          * and TASKRUN_FLAG shows polling that it is pending (Linux 5.19).
-         * That is right for an IOThread, the only thread that submits to
-         * its rings and polls them.  Not for the main loop's context:
-         * vCPU threads and the migration thread submit there too, holding
-         * the BQL, and then run guest code or wait, for the BQL or for
-         * the very request, without a system call that would run the work.
+         * That is right where one thread submits to the ring and polls it:
+         * an IOThread, and the main loop of the tools (qemu-img, qemu-io,
+         * qemu-nbd, qemu-storage-daemon).  Not for the main loop's context
+         * in the system emulator: vCPU threads and the migration thread
+         * submit there too, holding the BQL, and then run guest code or
+         * wait, for the BQL or for the very request, without a system call
+         * that would run the work.
          */
         p.flags |= IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     }
@@ -520,6 +523,20 @@ static void uring_ring_wake(UringRequest *req, int ret)
     }
 }
 
+/* Fail the requests that wait for room in the SQ, or to be resubmitted */
+static void uring_ring_fail_queued(UringRing *r, int err)
+{
+    UringRequest *req;
+
+    /* Woken requests may drop the last reference of a retired ring */
+    uring_ring_ref(r);
+    while ((req = QSIMPLEQ_FIRST(&r->queued))) {
+        QSIMPLEQ_REMOVE_HEAD(&r->queued, next);
+        uring_ring_wake(req, err);
+    }
+    uring_ring_unref(r);
+}
+
 /*
  * io_uring_enter() failed for good (the ring is being torn down, the SQ
  * thread died, ...): no request submitted from now on would complete, so
@@ -529,32 +546,31 @@ static void uring_ring_wake(UringRequest *req, int ret)
 static void uring_ring_break(UringRing *r, int err)
 {
     g_autofree void **retracted = g_new(void *, r->ring.sq.ring_entries);
-    UringRequest *req;
     unsigned i, n = 0;
 
     trace_uring_ring_broken(r, err);
     r->broken = err;
     timer_del(r->retry_timer);
-    if (!r->sqpoll || err == -EOWNERDEAD) {
-        n = uring_sys_sq_retract(&r->ring, retracted);
-        r->in_flight -= n;
-    }
+    /* No SQ thread takes them meanwhile: see uring_ring_submit_failed() */
+    n = uring_sys_sq_retract(&r->ring, retracted);
+    r->in_flight -= n;
 
     /* Woken requests may drop the last reference of a retired ring */
     uring_ring_ref(r);
     for (i = 0; i < n; i++) {
         uring_ring_wake(retracted[i], err);
     }
-    while ((req = QSIMPLEQ_FIRST(&r->queued))) {
-        QSIMPLEQ_REMOVE_HEAD(&r->queued, next);
-        uring_ring_wake(req, err);
-    }
+    uring_ring_fail_queued(r, err);
     uring_ring_unref(r);
 }
 
 /*
  * A submission failed with a transient error: try again once completions
  * are reaped, or after a delay, unless it has failed for too long.
+ *
+ * An SQ thread may take the SQEs in the shared ring at any time, so they
+ * can never be taken back while it lives: waking it is retried for as long
+ * as it takes, and only its death (-EOWNERDEAD) breaks an SQPOLL ring.
  */
 static void uring_ring_submit_failed(UringRing *r, int err)
 {
@@ -563,7 +579,8 @@ static void uring_ring_submit_failed(UringRing *r, int err)
 
     if (!r->failing_since) {
         r->failing_since = now;
-    } else if (now - r->failing_since > URING_SUBMIT_RETRY_MAX_MS) {
+    } else if (!r->sqpoll &&
+               now - r->failing_since > URING_SUBMIT_RETRY_MAX_MS) {
         uring_ring_break(r, err);
         return;
     }
@@ -585,8 +602,11 @@ static void uring_ring_progress(UringRing *r)
 }
 
 /* Whether a failed io_uring_enter() may work when tried again */
-static bool uring_ring_submit_error_is_transient(int err)
+static bool uring_ring_submit_error_is_transient(UringRing *r, int err)
 {
+    if (r->sqpoll) {
+        return err != -EOWNERDEAD;
+    }
     return err == -EAGAIN || err == -EBUSY || err == -EINTR ||
            err == -ENOMEM;
 }
@@ -612,6 +632,11 @@ static void uring_ring_submit(UringRing *r)
 
     assert(r->ctx == qemu_get_current_aio_context());
     if (r->broken) {
+        /*
+         * Requests that the kernel had taken before the break come back
+         * here when they complete short or with -EAGAIN: they fail too.
+         */
+        uring_ring_fail_queued(r, r->broken);
         return;
     }
     uring_ring_fill_sq(r);
@@ -632,7 +657,7 @@ static void uring_ring_submit(UringRing *r)
     }
     ret = io_uring_submit(&r->ring);
     trace_uring_ring_submit(r, ret);
-    if (ret < 0 && !uring_ring_submit_error_is_transient(ret)) {
+    if (ret < 0 && !uring_ring_submit_error_is_transient(r, ret)) {
         uring_ring_break(r, ret);
     } else if (ret < 0) {
         uring_ring_submit_failed(r, ret);

@@ -35,8 +35,9 @@
  * IOThread that is its thread; for the main loop's AioContext, any thread
  * that holds the BQL (the main loop, vCPU threads, the migration thread),
  * each of which enters the kernel itself to submit: no task owns the ring
- * (no SINGLE_ISSUER), and the main loop's ring has no COOP_TASKRUN, whose
- * completion work would wait for a system call of the submitting thread.
+ * (no SINGLE_ISSUER), and the main loop's ring in the system emulator has
+ * no COOP_TASKRUN, whose completion work would wait for a system call of
+ * the submitting thread (see qemu_main_context_single_threaded()).
  * Only uring_ring_get_stats() may be called from elsewhere.  Completions
  * are reaped when the ring fd polls readable, or by the AioContext's
  * adaptive polling.
@@ -48,9 +49,10 @@
  *
  * Errors: a request fails with the errno of its completion (-EAGAIN and
  * -EINTR are retried a bounded number of times).  A submission that fails
- * for good breaks the ring: the requests that the kernel did not take and
- * every later one fail with that error (uring_ring_broken()), and the
- * owner should replace the ring.
+ * for good breaks the ring: the requests that the kernel did not take,
+ * those it took that would need another submission, and every later one
+ * fail with that error (uring_ring_broken()), and the owner should replace
+ * the ring.
  */
 
 typedef struct UringRing UringRing;

@@ -25,6 +25,7 @@ LOGS = TOP / 'build' / 'guest' / 'logs'
 # name, the make run settings
 MODES: List[Tuple[str, Dict[str, str]]] = [
     ('default', {}),
+    ('virtio-scsi', {'CONTROLLER': 'virtio-scsi', 'COMPARE': '1'}),
     ('ahci', {'CONTROLLER': 'ahci', 'COMPARE': '1'}),
     ('nvme', {'CONTROLLER': 'nvme', 'COMPARE': '1'}),
     ('migrate', {'MIGRATE': '1'}),

@@ -30,6 +30,7 @@ flock 7
 # loads one set, /lib/modules/load-CONTROLLER lists it in load order.
 declare -A modules=(
     [virtio]="virtio_pci virtio_blk"
+    [virtio-scsi]="virtio_pci virtio_scsi sd_mod"
     [ahci]="ahci sd_mod"
     [nvme]="nvme"
 )

@@ -6,8 +6,9 @@
 # build/test-logs/), then "N passed, M failed[, K skipped]".
 #
 #   build     devtools/build.sh
-#   qos-test  the virtio-blk and vhost-user-blk paths of upstream's
-#             qos-test (with the series' uring variants), one by one
+#   qos-test  the virtio-blk, vhost-user-blk, virtio-scsi and nvme paths
+#             of upstream's qos-test (with the series' uring variants),
+#             one by one
 #   unit      test-aio, test-block-iothread, the series' test-fdmon-io_uring
 #             and test-uring*
 #   vhost-user-bench  make bench's vhost-user-blk front-end against
@@ -106,8 +107,8 @@ cd "$OBJ"
 group_start qos-test
 san_log_to qos-test-list
 paths=$(env "${qtest_env[@]}" tests/qtest/qos-test -l |
-        grep -E '^/.*/(virtio-blk|vhost-user-blk)' || true)
-[ -n "$paths" ] || fail "qos-test: no virtio-blk paths" /dev/null
+        grep -E '^/.*/(virtio-blk|vhost-user-blk|virtio-scsi|nvme)' || true)
+[ -n "$paths" ] || fail "qos-test: no block device paths" /dev/null
 for p in $paths; do
     run_gtest "qos$p" env "${qtest_env[@]}" tests/qtest/qos-test -p "$p"
 done

@@ -23,12 +23,13 @@ Settings (environment):
   SQPOLL_IDLE    SQ thread idle time in ms (default: the driver's)
   FIXED_BUFFERS  on | off | auto (default: the driver's, auto)
   QUEUE_DEPTH    ring entries (default: the driver's)
-  CONTROLLER     virtio (default) | ahci | nvme: virtio-blk-pci, or
+  CONTROLLER     virtio (default) | virtio-scsi | ahci | nvme:
+                 virtio-blk-pci, virtio-scsi-pci with scsi-hd,
                  ich9-ahci with ide-hd, or nvme; the last two in the
                  main loop
-  NUM_IOTHREADS  IOThreads for a virtio disk (default 1; 0: main loop;
-                 >1: iothread-vq-mapping, round robin)
-  NUM_QUEUES     virtqueues (default: GUEST_CPUS)
+  NUM_IOTHREADS  IOThreads for a virtio controller (default 1; 0: main
+                 loop; >1: iothread-vq-mapping, round robin)
+  NUM_QUEUES     request virtqueues (default: GUEST_CPUS)
   ACCEL          tcg (default) | kvm
   MACHINE        q35 (default) | pc
   GUEST_MEM      guest RAM (default 1G)
@@ -158,7 +159,10 @@ VHOST_USER_MAX_BOUNCED = 4
 MARKER = re.compile(r'^(GUEST-|FIO-|VERIFY-|BENCH-|READY-FOR-STATS)')
 JOBS = ('write-qd1', 'write-qd32', 'read-qd1', 'read-qd32', 'flush',
         'trim-fill', 'trim', 'trim-zero', 'reverify')
-DISK_NAMES = {'virtio': 'vda', 'ahci': 'sda', 'nvme': 'nvme0n1'}
+DISK_NAMES = {'virtio': 'vda', 'virtio-scsi': 'sda', 'ahci': 'sda',
+              'nvme': 'nvme0n1'}
+# The controllers that have virtqueues and IOThreads
+VIRTIO_CONTROLLERS = ('virtio', 'virtio-scsi')
 MiB = 1 << 20
 # Seconds without a line on the console after which the guest is stuck
 STALL_S = 300
@@ -269,13 +273,15 @@ class Config:
                 raise ConfigError(f'{name} applies to BACKEND=uring only')
         if self.num_queues == 0:
             raise ConfigError('NUM_QUEUES must be at least 1')
-        if self.controller != 'virtio':
+        if self.controller not in VIRTIO_CONTROLLERS:
             if self.num_iothreads:
                 raise ConfigError(f'{self.controller} has no IOThreads: '
                                   'NUM_IOTHREADS=0')
-            if self.num_queues is not None or self.vhost_user:
-                raise ConfigError('NUM_QUEUES and --vhost-user are for '
-                                  'CONTROLLER=virtio')
+            if self.num_queues is not None:
+                raise ConfigError('NUM_QUEUES is for CONTROLLER=virtio '
+                                  'and virtio-scsi')
+        if self.vhost_user and self.controller != 'virtio':
+            raise ConfigError('--vhost-user is for CONTROLLER=virtio')
         modes = [name for name, on in (('MIGRATE', self.migrate),
                                        ('ENOSPC', self.enospc),
                                        ('EIO', self.eio),
@@ -301,7 +307,7 @@ class Config:
         """IOThreads of the disk: none for AHCI and NVMe"""
         if self.num_iothreads is not None:
             return self.num_iothreads
-        return 1 if self.controller == 'virtio' else 0
+        return 1 if self.controller in VIRTIO_CONTROLLERS else 0
 
     @property
     def queues(self) -> int:
@@ -339,9 +345,8 @@ class Config:
         of a run that went as it should"""
         if self.fixed_buffers == 'off':
             return ('off',)
-        if self.controller != 'virtio':
-            # Only virtio-blk registers guest RAM (BlockRAMRegistrar), and
-            # the vhost-user-blk export the memory the front-end maps
+        if self.controller == 'ahci':
+            # IDE registers no guest RAM (BlockRAMRegistrar): it bounces
             return ('none',)
         if self.memlock_user or self.nobody:
             return ('bounce', 'partial')
@@ -1104,15 +1109,23 @@ class Run:
                  'drive': 'disk0', **errors})]
         if cfg.controller == 'nvme':
             return ['-device', 'nvme,id=nvme0,serial=uring0,drive=disk0']
-        dev: Dict[str, Any] = {
-            'driver': 'virtio-blk-pci', 'id': 'vblk0', 'drive': 'disk0',
-            'num-queues': cfg.queues, **errors}
+        if cfg.controller == 'virtio-scsi':
+            dev: Dict[str, Any] = {
+                'driver': 'virtio-scsi-pci', 'id': 'scsi0',
+                'num_queues': cfg.queues}
+            disk = ['-device', json.dumps(
+                {'driver': 'scsi-hd', 'id': 'disk0-dev', 'bus': 'scsi0.0',
+                 'drive': 'disk0', **errors})]
+        else:
+            dev = {'driver': 'virtio-blk-pci', 'id': 'vblk0',
+                   'drive': 'disk0', 'num-queues': cfg.queues, **errors}
+            disk = []
         if cfg.iothreads == 1:
             dev['iothread'] = 'iot0'
         elif cfg.iothreads > 1:
             dev['iothread-vq-mapping'] = [{'iothread': f'iot{i}'}
                                           for i in range(cfg.iothreads)]
-        return ['-device', json.dumps(dev)]
+        return ['-device', json.dumps(dev)] + disk
 
     def wrapper(self) -> List[str]:
         """What QEMU runs under: without CAP_IPC_LOCK and with 8 MiB of
@@ -1436,6 +1449,7 @@ class Run:
                         print(f'   {line}', file=out)
         print(f'\n== summary: {self.name}', file=out)
         dev = {'virtio': 'virtio-blk-pci in QEMU',
+               'virtio-scsi': 'virtio-scsi-pci + scsi-hd in QEMU',
                'ahci': 'ich9-ahci + ide-hd in QEMU, main loop',
                'nvme': 'nvme in QEMU, main loop'}[cfg.controller]
         if cfg.vhost_user:

@@ -781,6 +781,60 @@ static void test_ring_transient_error_bound(void)
     run_failing_writes(-EAGAIN, UINT_MAX);
 }
 
+/*
+ * A read that the kernel had taken when the ring broke, and that comes back
+ * short, fails instead of waiting for a submission that never comes.
+ */
+static void test_ring_break_short_read(void)
+{
+    int fd = tmp_file(4096 + 2048);
+    uint8_t *buf = qemu_memalign(4096, 3 * 4096);
+    RwCo rd = { .is_write = false }, wr = { .is_write = true };
+    UringRing *r;
+    uint64_t generation;
+    int64_t deadline;
+    int slot;
+
+    uring_bufs_ref(&error_abort);
+    g_assert_cmpint(uring_bufs_register(buf, 3 * 4096, URING_BUFS_PIN_NOW),
+                    ==, 0);
+    r = ring_new(fd, 4, &generation);
+    slot = uring_bufs_lookup(qiov_of(buf, 4096), generation);
+
+    /* Submitted at once: the kernel reads the 6 KiB that the file has */
+    rd.r = r;
+    rd.buf_index = slot;
+    qemu_iovec_init_buf(&rd.qiov, buf, 2 * 4096);
+    rw_start(&rd);
+
+    /* Its completion is not reaped yet when the next submission fails */
+    wr.r = r;
+    wr.buf_index = slot;
+    qemu_iovec_init_buf(&wr.qiov, buf + 2 * 4096, 4096);
+    inject_fd = uring_ring_fd(r);
+    inject_err = -EBADFD;
+    inject_count = 1;
+    rw_start(&wr);
+    inject_fd = -1;
+    rw_wait(&wr);
+    g_assert_cmpint(wr.ret, ==, -EBADFD);
+
+    /* Bounded, so that the test fails instead of hanging */
+    deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + 5000;
+    while (!rd.done && qemu_clock_get_ms(QEMU_CLOCK_REALTIME) < deadline) {
+        aio_poll(ctx, false);
+    }
+    g_assert(rd.done);
+    g_assert_cmpint(rd.ret, ==, -EBADFD);
+    g_assert(uring_ring_is_idle(r));
+
+    uring_ring_unref(r);
+    uring_bufs_unregister(buf, 3 * 4096);
+    uring_bufs_unref();
+    qemu_vfree(buf);
+    close(fd);
+}
+
 int main(int argc, char **argv)
 {
     qemu_init_main_loop(&error_abort);
@@ -810,6 +864,8 @@ int main(int argc, char **argv)
         g_test_add_func("/uring/ring/hard-error", test_ring_hard_error);
         g_test_add_func("/uring/ring/transient-error-bound",
                         test_ring_transient_error_bound);
+        g_test_add_func("/uring/ring/break-short-read",
+                        test_ring_break_short_read);
     } else {
         g_test_message("this kernel cannot make restricted io_uring "
                        "instances: tests skipped");

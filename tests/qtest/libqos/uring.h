@@ -9,6 +9,8 @@
 #ifndef LIBQOS_URING_H
 #define LIBQOS_URING_H
 
+#include "../libqtest.h"
+
 /*
  * qos_uring_usable:
  * @sqpoll: whether the rings would have an SQ polling thread
@@ -27,5 +29,15 @@ bool qos_uring_usable(bool sqpoll);
  * has CAP_IPC_LOCK; where neither allows it, tests use fixed-buffers=off.
  */
 bool qos_uring_can_pin_memory(void);
+
+/*
+ * qos_uring_node_stats:
+ * @qts: the QEMU process
+ * @node_name: a node of driver=uring
+ *
+ * Returns: the driver-specific part of query-blockstats for @node_name
+ * (a new reference); the test fails if there is no such uring node.
+ */
+QDict *qos_uring_node_stats(QTestState *qts, const char *node_name);
 
 #endif
