@@ -3,7 +3,8 @@
 #
 # make bench.  Primary tables: qemu-storage-daemon's vhost-user-blk
 # export driven by devtools/vhost-user-bench (bench_vhost_user.py), on a
-# tmpfs image and on an image on the root file system.  Secondary tables:
+# tmpfs image, on a loop device with direct I/O over it and on an image
+# on the root file system.  Secondary tables:
 # the uring block driver against file with aio=threads, native and
 # io_uring and bare-metal fio, at the driver level (qemu-img bench), and
 # in the TCG guest of make run.  Configurations are interleaved and
@@ -11,12 +12,14 @@
 #
 # Usage: bench.py OBJDIR OUTDIR [--quick]
 
+import contextlib
 import csv
 import dataclasses
 import datetime
 import io
 import json
 import os
+from pathlib import Path
 import platform
 import re
 import signal
@@ -148,13 +151,30 @@ def machine():
     }
 
 
-def setup_loop(image):
-    """A loop device with direct I/O over @image, or None"""
+@contextlib.contextmanager
+def loop_device(image):
+    """A loop device with direct I/O over @image for the duration, or
+    None (BENCH_BLOCKDEV=none, or losetup failed): a host block device
+    for both the vhost-user and the driver-level tables"""
     if os.environ.get('BENCH_BLOCKDEV', 'loop') != 'loop':
-        return None
+        yield None
+        return
     r = subprocess.run(['losetup', '-f', '--show', '--direct-io=on', image],
                        capture_output=True, text=True, check=False)
-    return r.stdout.strip() if r.returncode == 0 else None
+    if r.returncode != 0:
+        print(f'no loop device: {r.stderr.strip()}')
+        yield None
+        return
+    loop = r.stdout.strip()
+    try:
+        # losetup may keep the device without direct I/O (the backing file
+        # system refused it): say so, as the numbers would not compare
+        dio = Path(f'/sys/block/{os.path.basename(loop)}/loop/dio')
+        if dio.exists() and dio.read_text(encoding='utf-8').strip() != '1':
+            print(f'warning: {loop} runs without direct I/O')
+        yield loop
+    finally:
+        subprocess.run(['losetup', '-d', loop], check=False)
 
 
 def fill(path):
@@ -187,17 +207,24 @@ def main():
     print(f"make bench, {m['date'][:16]}: Linux {m['kernel']}, "
           f"{m['cpus']} x {m['cpu']}, load average {m['load_start']}")
     try:
-        if os.environ.get('BENCH_VU', '1') != '0':
-            vu_targets = {'tmpfs': IMAGE}
-            if DISK_IMAGE != 'none':
-                fill(DISK_IMAGE)
-                vu_targets[m['disk_image_fs'] or 'disk'] = DISK_IMAGE
-            print('\n######## vhost-user-blk export, no guest (primary)')
-            section(result, 'vhost_user', bench_vhost_user.run,
-                    VHOST_USER_CLIENT, vu_targets, OUT, QUICK)
-        if os.environ.get('BENCH_DRIVER', '1') != '0':
-            print('\n######## driver level, qemu-img bench (secondary)')
-            section(result, 'targets', driver_bench)
+        with loop_device(IMAGE) as loop:
+            m['loop_device'] = loop or 'none'
+            if os.environ.get('BENCH_VU', '1') != '0':
+                # name -> (path, which depths: BENCH_VU_DEPTHS, or those
+                # of the loop device or of the disk)
+                vu_targets = {'tmpfs': (IMAGE, 'tmpfs')}
+                if loop:
+                    vu_targets['loop'] = (loop, 'loop')
+                if DISK_IMAGE != 'none':
+                    fill(DISK_IMAGE)
+                    vu_targets[m['disk_image_fs'] or 'disk'] = (DISK_IMAGE,
+                                                                'disk')
+                print('\n######## vhost-user-blk export, no guest (primary)')
+                section(result, 'vhost_user', bench_vhost_user.run,
+                        VHOST_USER_CLIENT, vu_targets, OUT, QUICK)
+            if os.environ.get('BENCH_DRIVER', '1') != '0':
+                print('\n######## driver level, qemu-img bench (secondary)')
+                section(result, 'targets', driver_bench, loop)
     finally:
         for path in (IMAGE, DISK_IMAGE):
             if path != 'none' and os.path.exists(path):
@@ -219,24 +246,16 @@ def main():
             json.dump(result, f, indent=1)
 
 
-def driver_bench():
-    """The driver-level tables: the tmpfs file itself, and a host block
-    device over it: on tmpfs the kernel hands every io_uring request to
-    an io-wq worker (no IOCB_NOWAIT support), a loop device with direct
-    I/O does not."""
+def driver_bench(loop):
+    """The driver-level tables: the tmpfs file itself, and @loop, a host
+    block device over it (or None): on tmpfs the kernel hands every
+    io_uring request to an io-wq worker (no IOCB_NOWAIT support), a loop
+    device with direct I/O does not."""
     targets = {'file': IMAGE}
-    loop = setup_loop(IMAGE)
     if loop:
         targets['loop'] = loop
-    result = {}
-    try:
-        for name, path in targets.items():
-            summary = bench_target(name, path)
-            result[name] = {'path': path, 'summary': summary}
-    finally:
-        if loop:
-            subprocess.run(['losetup', '-d', loop], check=False)
-    return result
+    return {name: {'path': path, 'summary': bench_target(name, path)}
+            for name, path in targets.items()}
 
 
 # Guest level: the guest of make run, per backend (run_guest.Config)
@@ -370,7 +389,7 @@ def bench_target(target, path):
         w.writerows(rows)
     summary = summarize(rows)
     print(f'\n=== {target}: {path}')
-    report(summary, names)
+    report(summary, names, TARGET_LABELS.get(target, target))
     for line in retried:
         print(f'RETRIED: {line}')
     chart(summary, names, os.path.join(OUT, f'latest-{target}'), path)
@@ -391,7 +410,7 @@ def summarize(rows):
     return summary
 
 
-def report(summary, names):
+def report(summary, names, where):
     def get(cfg, rw, d, m):
         return summary[f'{cfg}/{rw}/{d}'][m]
 
@@ -415,15 +434,33 @@ def report(summary, names):
                     cells += f'{shown:9.1f} {v / base:5.2f}x ±{sp:4.0%}'
                 print(f'{cfg:18}{cells}')
 
-    targets(summary)
+    targets(summary, where)
 
 
 URING_PEERS = bench_vhost_user.URING_PEERS
 
 
-def targets(summary):
-    """Print the issue's targets as met or not, never assert them"""
-    print('\nTargets (driver level; uring with SQPOLL off and on):')
+# What the driver-level targets are, for the goal lines
+TARGET_LABELS = {'file': 'tmpfs', 'loop': 'the loop device'}
+# The rows of the summary under the tables: uring against the peers
+SUMMARY_CONFIGS = ('file-io_uring', 'file-native') + tuple(URING_PEERS)
+
+
+def targets(summary, where):
+    """uring against aio=io_uring and aio=native at QD1 and QD32, and the
+    issue's targets, printed as met or not, never asserted"""
+    print(f'\nuring and its peers on {where} (median kIOPS, CPU us/IO):')
+    print(f"{'':8}{'config':14}{'QD1 kIOPS':>10}{'CPU':>7}"
+          f"{'QD32 kIOPS':>12}{'CPU':>7}")
+    for rw in ('read', 'write'):
+        for cfg in SUMMARY_CONFIGS:
+            cells = ''.join(
+                f"{summary[f'{cfg}/{rw}/{d}']['iops'] / 1000:{w}.1f}"
+                f"{summary[f'{cfg}/{rw}/{d}']['cpu_us_per_io']:7.1f}"
+                for d, w in ((1, 10), (32, 12)))
+            print(f'  {rw:5} {cfg:14}{cells}')
+    print(f'\nTargets (driver level on {where}; uring with SQPOLL off and '
+          'on):')
     for rw in ('read', 'write'):
         b1, b32 = (summary[f'{BASELINE}/{rw}/{d}'] for d in (1, 32))
         for cfg, peer in URING_PEERS.items():
@@ -433,8 +470,8 @@ def targets(summary):
             lat = u1['lat_mean_us'] / b1['lat_mean_us']
             fio = u32['iops'] / summary[f'{peer}/{rw}/32']['iops']
             checks = (
-                (f'QD32 >= 1.3x IOPS of aio=io_uring at <= CPU/IO: '
-                 f'{iops:.2f}x IOPS, {cpu:.2f}x CPU/IO',
+                (f'QD32 >= 1.3x the IOPS of aio=io_uring at <= its CPU per '
+                 f'I/O on {where}: {iops:.2f}x IOPS, {cpu:.2f}x CPU/IO',
                  iops >= 1.3 and cpu <= 1),
                 (f'QD1 mean latency <= 0.85x aio=io_uring: {lat:.2f}x',
                  lat <= 0.85),
