@@ -8,8 +8,10 @@
 
 #include "qemu/osdep.h"
 #include <sys/resource.h>
+#include <linux/capability.h>
 #include "qapi/error.h"
 #include "qemu/bitmap.h"
+#include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
 #include "qemu/memalign.h"
@@ -27,11 +29,16 @@
 /*
  * The bounce buffer: queue depth (256, virtio-blk's default queue size)
  * times 4 KiB, in slot 0.  Requests whose memory is not in the table are
- * copied through it in pieces of at most URING_BOUNCE_CHUNK.  Under a
- * small RLIMIT_MEMLOCK it shrinks down to URING_BOUNCE_MIN.
+ * copied through it in pieces of at most URING_BOUNCE_CHUNK.
+ *
+ * RLIMIT_MEMLOCK counts what all processes of a user pin (a libvirt host
+ * runs every VM as one user, with systemd's 8 MiB), so the buffer takes
+ * at most 1/URING_BOUNCE_SHARE of the limit, and less, down to
+ * URING_BOUNCE_MIN, if other processes left less.
  */
 #define URING_BOUNCE_SIZE       (1 * MiB)
 #define URING_BOUNCE_MIN        (64 * KiB)
+#define URING_BOUNCE_SHARE      64
 #define URING_BOUNCE_CHUNK      (64 * KiB)
 #define URING_BOUNCE_PAGE       (4 * KiB)
 #define URING_BOUNCE_INDEX      0
@@ -45,6 +52,15 @@
 
 /* What the table's own (one-entry) ring locks */
 #define URING_BUFS_TABLE_LOCKED (8 * KiB)
+
+/*
+ * Memory that cannot be pinned for lack of locked memory is usually guest
+ * RAM.  Ranges of less than 1/URING_BUFS_MINOR_SHARE of its size (firmware,
+ * option ROMs, ACPI tables) are then not pinned either: guest I/O hardly
+ * ever lands there, and the locked memory they would hold is better left
+ * to the other processes of the user.
+ */
+#define URING_BUFS_MINOR_SHARE  64
 
 typedef struct UringBufSlot {
     uintptr_t start;
@@ -103,6 +119,7 @@ typedef struct UringBufs {
     unsigned refs;              /* open uring nodes */
     struct io_uring table;      /* never enabled: it only holds buffers */
     bool shared;                /* rings clone @table (Linux 6.12) */
+    bool unpinned;              /* no locked memory: nothing is pinned */
     unsigned long *used;        /* slot indices */
     QLIST_HEAD(, UringBufRange) ranges;
     unsigned pinning;           /* ranges being pinned by workers */
@@ -127,6 +144,95 @@ typedef struct UringBufs {
 } UringBufs;
 
 static UringBufs uring_bufs;
+
+/* Whether the kernel lets this process pin memory without a limit */
+static bool uring_bufs_has_ipc_lock(void)
+{
+    g_autofree char *status = NULL;
+    const char *cap, *end;
+    uint64_t eff;
+
+    if (!g_file_get_contents("/proc/self/status", &status, NULL, NULL)) {
+        return false;
+    }
+    cap = strstr(status, "\nCapEff:");
+    if (!cap || qemu_strtou64(cap + strlen("\nCapEff:"), &end, 16,
+                              &eff) < 0) {
+        return false;
+    }
+    return eff & (1ULL << CAP_IPC_LOCK);
+}
+
+/*
+ * How much the kernel lets this process pin: RLIMIT_MEMLOCK, which all
+ * processes of the user share (io_uring charges the user), or UINT64_MAX
+ * where nothing is charged (no limit, or CAP_IPC_LOCK).
+ */
+static uint64_t uring_bufs_memlock_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_MEMLOCK, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+        uring_bufs_has_ipc_lock()) {
+        return UINT64_MAX;
+    }
+    return rl.rlim_cur;
+}
+
+/* A value of a "Name:\tvalue" line of /proc/PID/status */
+static bool uring_bufs_proc_field(const char *status, const char *name,
+                                  uint64_t *value)
+{
+    g_autofree char *key = g_strdup_printf("\n%s:", name);
+    const char *p = strstr(status, key);
+    const char *end;
+
+    return p && qemu_strtou64(p + strlen(key), &end, 10, value) == 0;
+}
+
+/*
+ * Explain a failure for lack of locked memory.  The limit is per user, and
+ * the kernel counts what io_uring pins as the processes' VmPin: say what
+ * this process and the other processes of the user hold.
+ */
+void uring_bufs_memlock_hint(Error **errp)
+{
+    uint64_t limit = uring_bufs_memlock_limit();
+    uint64_t mine = 0, others = 0;
+    unsigned nr_others = 0;
+    uid_t uid = getuid();
+    g_autoptr(GDir) dir = NULL;
+    const char *name;
+
+    if (limit == UINT64_MAX) {
+        return;
+    }
+    dir = g_dir_open("/proc", 0, NULL);
+    while (dir && (name = g_dir_read_name(dir))) {
+        g_autofree char *path = g_strdup_printf("/proc/%s/status", name);
+        g_autofree char *status = NULL;
+        uint64_t pid, owner, pinned_kib;
+
+        if (qemu_strtou64(name, NULL, 10, &pid) < 0 ||
+            !g_file_get_contents(path, &status, NULL, NULL) ||
+            !uring_bufs_proc_field(status, "Uid", &owner) || owner != uid ||
+            !uring_bufs_proc_field(status, "VmPin", &pinned_kib)) {
+            continue;
+        }
+        if (pid == getpid()) {
+            mine = pinned_kib;
+        } else if (pinned_kib) {
+            others += pinned_kib;
+            nr_others++;
+        }
+    }
+    error_append_hint(errp, "RLIMIT_MEMLOCK (%" PRIu64 " KiB) counts what "
+                      "all processes of user %u pin together: %" PRIu64
+                      " KiB are held by other processes of user %u (%u of "
+                      "them), %" PRIu64 " KiB by this one.\n",
+                      limit / KiB, (unsigned)uid, others, (unsigned)uid,
+                      nr_others, mine);
+}
 
 /* What the table pins, is pinning or failed to pin, bounce buffer included */
 static uint64_t uring_bufs_wanted_bytes(UringBufs *b)
@@ -163,8 +269,9 @@ static void uring_bufs_add_memlock_hint(UringBufs *b, size_t extra,
                       "processes of the same user.  Raise the limit (ulimit "
                       "-l, prlimit --memlock, systemd LimitMEMLOCK=) or use "
                       "fixed-buffers=off.\n",
-                      b->shared ? "" : " once for each ring",
+                      b->shared || b->unpinned ? "" : " once for each ring",
                       need / KiB, limit ?: "unlimited");
+    uring_bufs_memlock_hint(errp);
 }
 
 /* Why memory could not be pinned (@err from uring_bufs_state()) */
@@ -219,13 +326,44 @@ static void uring_bufs_unpin_slot(UringBufs *b, unsigned index)
     uring_bufs_pin_slot(b, index, NULL, 0);
 }
 
-/* Pin the bounce buffer, smaller if the memlock limit requires it */
+/*
+ * The other processes of the user hold all of RLIMIT_MEMLOCK: run without
+ * pinned memory rather than not at all, as aio=io_uring would.  The rings
+ * then take reads and writes of unpinned memory (still of the image only)
+ * and every request is copied through a bounce buffer that is not pinned.
+ */
+static bool uring_bufs_setup_unpinned(UringBufs *b, size_t size)
+{
+    Error *local_err = NULL;
+
+    b->unpinned = true;
+    b->bounce = qemu_memalign(qemu_real_host_page_size(), size);
+    b->bounce_size = size;
+    b->bounce_map = bitmap_new(size / URING_BOUNCE_PAGE);
+    error_setg(&local_err, "uring: no locked memory is left for io_uring "
+               "fixed buffers: this process pins no memory, and all of its "
+               "requests are copied through a bounce buffer");
+    uring_bufs_add_memlock_hint(b, URING_BOUNCE_MIN, &local_err);
+    warn_report_err(local_err);
+    return true;
+}
+
+/*
+ * Pin the bounce buffer: its share of RLIMIT_MEMLOCK, or smaller if the
+ * other processes of the user left less
+ */
 static bool uring_bufs_setup_bounce(UringBufs *b, Error **errp)
 {
+    uint64_t limit = uring_bufs_memlock_limit();
+    size_t want = URING_BOUNCE_SIZE;
     size_t size;
     int ret = -ENOMEM;
 
-    for (size = URING_BOUNCE_SIZE; size >= URING_BOUNCE_MIN; size /= 2) {
+    if (limit != UINT64_MAX) {
+        want = MAX(MIN(want, pow2floor(limit / URING_BOUNCE_SHARE)),
+                   URING_BOUNCE_MIN);
+    }
+    for (size = want; size >= URING_BOUNCE_MIN; size /= 2) {
         b->bounce = qemu_memalign(qemu_real_host_page_size(), size);
         ret = uring_bufs_pin_slot(b, URING_BOUNCE_INDEX, b->bounce, size);
         if (ret == 0) {
@@ -237,19 +375,17 @@ static bool uring_bufs_setup_bounce(UringBufs *b, Error **errp)
             break;
         }
     }
-    if (ret < 0) {
+    if (ret == -ENOMEM) {
+        return uring_bufs_setup_unpinned(b, want);
+    } else if (ret < 0) {
         error_setg_errno(errp, -ret, "Cannot pin the bounce buffer of the "
                          "uring driver (%zu KiB)", (size_t)URING_BOUNCE_MIN /
                          KiB);
-        if (ret == -ENOMEM) {
-            uring_bufs_add_memlock_hint(b, URING_BOUNCE_MIN, errp);
-        }
         return false;
     }
-    if (size < URING_BOUNCE_SIZE) {
+    if (size < want) {
         warn_report("uring: RLIMIT_MEMLOCK allows only a %zu KiB bounce "
-                    "buffer instead of %zu KiB", size / KiB,
-                    (size_t)URING_BOUNCE_SIZE / KiB);
+                    "buffer instead of %zu KiB", size / KiB, want / KiB);
     }
     b->bounce_size = size;
     b->bounce_map = bitmap_new(size / URING_BOUNCE_PAGE);
@@ -286,12 +422,7 @@ static bool uring_bufs_setup(UringBufs *b, Error **errp)
     ret = io_uring_queue_init_params(1, &b->table, &p);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "Failed to create io_uring");
-        if (ret == -EPERM || ret == -ENOSYS || ret == -EACCES) {
-            error_append_hint(errp, "io_uring is not available to this "
-                              "process: check the kernel.io_uring_disabled "
-                              "sysctl (and kernel.io_uring_group) and any "
-                              "seccomp policy of the container runtime.\n");
-        }
+        uring_ring_setup_hint(ret, errp);
         return false;
     }
     ret = io_uring_register_buffers_sparse(&b->table, URING_BUF_SLOTS);
@@ -307,12 +438,12 @@ static bool uring_bufs_setup(UringBufs *b, Error **errp)
                          "restrictions (Linux 5.10 or later is required)");
         goto fail;
     }
+    /* Before the bounce buffer takes what RLIMIT_MEMLOCK leaves */
+    b->shared = uring_bufs_probe_sharing(b);
     if (!uring_bufs_setup_bounce(b, errp)) {
         goto fail;
     }
-
-    b->shared = uring_bufs_probe_sharing(b);
-    if (!b->shared) {
+    if (!b->shared && !b->unpinned) {
         warn_report_once("uring: this kernel cannot share fixed buffers "
                          "between io_uring instances (Linux 6.12); every "
                          "ring pins and charges them again");
@@ -375,6 +506,7 @@ void uring_bufs_unref(void)
     g_free(b->bounce_map);
     b->bounce_map = NULL;
     b->bounce_size = 0;
+    b->unpinned = false;
 }
 
 static UringBufRange *uring_bufs_find(UringBufs *b, void *host, size_t size)
@@ -551,6 +683,42 @@ static void uring_bufs_retire_clones(UringBufs *b)
     }
 }
 
+/* Whether @size is minor beside memory that failed for lack of memlock */
+static bool uring_bufs_is_minor(UringBufs *b, size_t size)
+{
+    UringBufRange *range;
+
+    QLIST_FOREACH(range, &b->ranges, next) {
+        if (range->err == -ENOMEM &&
+            size <= range->size / URING_BUFS_MINOR_SHARE) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * @failed could not be pinned for lack of locked memory: unpin what is
+ * minor beside it (see URING_BUFS_MINOR_SHARE).  Those ranges fail with
+ * -ENOMEM too from now on, as if they had not fit.
+ */
+static void uring_bufs_give_up_minor(UringBufs *b, UringBufRange *failed)
+{
+    UringBufRange *range;
+
+    QLIST_FOREACH(range, &b->ranges, next) {
+        if (range->pinned &&
+            range->size <= failed->size / URING_BUFS_MINOR_SHARE) {
+            trace_uring_bufs_unpin(range->host, range->size);
+            uring_bufs_new_generation(b, NULL, range);
+            uring_bufs_unreserve(b, range);
+            range->pinned = false;
+            range->err = -ENOMEM;
+        }
+    }
+    uring_bufs_update_discard(b);
+}
+
 /*
  * Publish (or drop) a range once pinning finished; under the BQL.  A range
  * that a worker still has is freed by uring_bufs_pin_cb().
@@ -573,6 +741,15 @@ static void uring_bufs_pinned(UringBufs *b, UringBufRange *range, int ret)
     } else if (ret < 0) {
         range->err = ret;
         uring_bufs_unreserve(b, range);
+        uring_bufs_retire_clones(b);
+        if (ret == -ENOMEM) {
+            uring_bufs_give_up_minor(b, range);
+        }
+        uring_bufs_update_discard(b);
+    } else if (uring_bufs_is_minor(b, range->size)) {
+        /* Something large failed meanwhile */
+        range->err = -ENOMEM;
+        uring_bufs_unpin_range(b, range);
         uring_bufs_retire_clones(b);
         uring_bufs_update_discard(b);
     } else {
@@ -655,6 +832,17 @@ static int uring_bufs_start_pin(UringBufs *b, UringBufRange *range,
     int ret;
 
     range->err = 0;
+
+    /*
+     * Fail at once what can never fit under the limit, and what is minor
+     * beside memory that did not fit: no worker, and no locked memory
+     * taken for a moment from the other processes of the user.
+     */
+    if (b->unpinned || size > uring_bufs_memlock_limit() ||
+        uring_bufs_is_minor(b, size)) {
+        range->err = -ENOMEM;
+        return range->err;
+    }
 
     /* The kernel would keep using pages that were discarded */
     if (!b->discard_disabled) {
@@ -768,6 +956,13 @@ int uring_bufs_state(void *host, size_t size, uint64_t *generation)
     return range->err ?: range->pinned ? 1 : 0;
 }
 
+/* Whether the process runs without pinned memory: uring_bufs_ref() said why */
+bool uring_bufs_unpinned(void)
+{
+    GLOBAL_STATE_CODE();
+    return uring_bufs.unpinned;
+}
+
 /* @n is called, under the BQL, when a new generation starts */
 void uring_bufs_add_listener(Notifier *n)
 {
@@ -802,8 +997,9 @@ void uring_bufs_snapshot_begin(UringBufsSnapshot *snap)
     *snap = (UringBufsSnapshot) {
         .generation = b->generation,
         .ring_fd = b->shared ? b->table.ring_fd : -1,
+        .unpinned = b->unpinned,
     };
-    if (b->shared) {
+    if (b->shared || b->unpinned) {
         return;
     }
 
@@ -940,7 +1136,7 @@ void uring_bufs_get_info(UringBufsInfo *info)
     GLOBAL_STATE_CODE();
     *info = (UringBufsInfo) {
         .shared = b->shared,
-        .bounce_bytes = b->bounce_size,
+        .bounce_bytes = b->unpinned ? 0 : b->bounce_size,
         .bounce_waits = stat64_get(&b->bounce_waits),
     };
     QLIST_FOREACH(range, &b->ranges, next) {

@@ -46,6 +46,7 @@ typedef struct UringBufsSnapshot {
     int ring_fd;                /* clone the buffers of this ring, or -1 */
     struct iovec *iov;          /* or register these */
     unsigned nr_iov;
+    bool unpinned;              /* nothing is pinned: see uring_bufs_ref() */
 } UringBufsSnapshot;
 
 typedef struct UringBufsInfo {
@@ -71,6 +72,8 @@ int uring_bufs_register(void *host, size_t size, UringBufsPin how);
 void uring_bufs_unregister(void *host, size_t size);
 int uring_bufs_state(void *host, size_t size, uint64_t *generation);
 void uring_bufs_error_hint(int err, Error **errp);
+void uring_bufs_memlock_hint(Error **errp);
+bool uring_bufs_unpinned(void);
 void uring_bufs_add_listener(Notifier *n);
 void uring_bufs_remove_listener(Notifier *n);
 uint64_t uring_bufs_generation(void);

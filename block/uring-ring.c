@@ -15,6 +15,7 @@
 #include "qemu/defer-call.h"
 #include "qemu/main-loop.h"
 #include "qemu/stats64.h"
+#include "block/uring-bufs.h"
 #include "block/uring-ring.h"
 #include "block/uring-sys.h"
 #include "trace.h"
@@ -64,6 +65,7 @@ struct UringRing {
     AioContext *ctx;
     bool sqpoll;
     bool vectored_fixed;        /* READV_FIXED and WRITEV_FIXED allowed */
+    bool unpinned;              /* READV and WRITEV instead: see config */
 
     /*
      * Only accessed in @ctx: by its IOThread, or for the main loop's
@@ -107,15 +109,30 @@ static const uint8_t uring_allowed_sqe_ops[] = {
     IORING_OP_FSYNC,            /* flush */
 };
 
+/*
+ * The allow-list of an unpinned ring (no locked memory was left for even
+ * the bounce buffer): reads and writes of any memory of the process, but
+ * still of the registered image only.
+ */
+static const uint8_t uring_allowed_unpinned_sqe_ops[] = {
+    IORING_OP_READV,
+    IORING_OP_WRITEV,
+    IORING_OP_FSYNC,
+};
+
 static int uring_ring_restrict(UringRing *r)
 {
     struct io_uring_restriction res[ARRAY_SIZE(uring_allowed_sqe_ops) + 4] = {};
+    const uint8_t *ops = r->unpinned ? uring_allowed_unpinned_sqe_ops
+                                     : uring_allowed_sqe_ops;
     unsigned n = 0;
     unsigned i;
 
+    QEMU_BUILD_BUG_ON(ARRAY_SIZE(uring_allowed_sqe_ops) !=
+                      ARRAY_SIZE(uring_allowed_unpinned_sqe_ops));
     for (i = 0; i < ARRAY_SIZE(uring_allowed_sqe_ops); i++) {
         res[n].opcode = IORING_RESTRICTION_SQE_OP;
-        res[n++].sqe_op = uring_allowed_sqe_ops[i];
+        res[n++].sqe_op = ops[i];
     }
     if (r->vectored_fixed) {
         res[n].opcode = IORING_RESTRICTION_SQE_OP;
@@ -157,7 +174,8 @@ static bool uring_ring_probe_vectored_fixed(UringRing *r)
     return cached;
 }
 
-static void uring_ring_setup_hint(int err, Error **errp)
+/* Why a ring could not be created (@err from io_uring_queue_init()) */
+void uring_ring_setup_hint(int err, Error **errp)
 {
     if (err == -EPERM || err == -ENOSYS || err == -EACCES) {
         error_append_hint(errp, "io_uring is not available to this process: "
@@ -167,6 +185,7 @@ static void uring_ring_setup_hint(int err, Error **errp)
     } else if (err == -ENOMEM) {
         error_append_hint(errp, "Raise RLIMIT_MEMLOCK (ulimit -l) or "
                           "lower queue-depth.\n");
+        uring_bufs_memlock_hint(errp);
     }
 }
 
@@ -293,7 +312,8 @@ static int uring_ring_setup(UringRing *r, const UringRingConfig *cfg,
         uring_ring_setup_hint(ret, errp);
         return ret;
     }
-    r->vectored_fixed = uring_ring_probe_vectored_fixed(r);
+    r->unpinned = cfg->unpinned;
+    r->vectored_fixed = !r->unpinned && uring_ring_probe_vectored_fixed(r);
 
     ret = io_uring_register_files(&r->ring, &cfg->fd, 1);
     if (ret < 0) {
@@ -301,7 +321,7 @@ static int uring_ring_setup(UringRing *r, const UringRingConfig *cfg,
                          "io_uring fixed file");
         goto fail;
     }
-    ret = uring_ring_add_buffers(r, cfg, errp);
+    ret = r->unpinned ? 0 : uring_ring_add_buffers(r, cfg, errp);
     if (ret < 0) {
         goto fail;
     }
@@ -470,6 +490,9 @@ static void uring_ring_prep_sqe(UringRing *r, UringRequest *req,
 
     if (req->type == URING_REQ_FLUSH) {
         io_uring_prep_fsync(sqe, 0, IORING_FSYNC_DATASYNC);
+    } else if (r->unpinned) {
+        io_uring_prep_rw(is_write ? IORING_OP_WRITEV : IORING_OP_READV,
+                         sqe, 0, qiov->iov, qiov->niov, offset);
     } else if (qiov->niov == 1) {
         io_uring_prep_rw(is_write ? IORING_OP_WRITE_FIXED :
                                     IORING_OP_READ_FIXED,
@@ -818,7 +841,7 @@ int coroutine_fn uring_ring_co_rw(UringRing *r, bool is_write,
         .qiov = qiov,
     };
 
-    assert(qiov->niov == 1 || r->vectored_fixed);
+    assert(qiov->niov == 1 || r->vectored_fixed || r->unpinned);
     stat64_add(&r->rw_requests, 1);
     trace_uring_ring_rw(r, is_write, offset, qiov->size, qiov->niov,
                         buf_index);

@@ -70,6 +70,12 @@ typedef struct UringRingConfig {
     const struct iovec *bufs;
     unsigned nr_bufs;
 
+    /*
+     * No memory could be pinned (RLIMIT_MEMLOCK): the ring has no fixed
+     * buffers, and reads and writes name their memory (READV, WRITEV)
+     */
+    bool unpinned;
+
     bool sqpoll;
     int sqpoll_cpu;             /* CPU of the SQ thread, or -1 */
     unsigned sqpoll_idle_ms;
@@ -97,6 +103,7 @@ bool uring_ring_has_sqpoll(UringRing *r);
 bool uring_ring_has_vectored_fixed(UringRing *r);
 void uring_ring_get_stats(UringRing *r, UringRingStats *stats);
 uint64_t uring_ring_memlock_bytes(void);
+void uring_ring_setup_hint(int err, Error **errp);
 
 /*
  * Read or write @qiov at @offset through fixed buffer @buf_index, which

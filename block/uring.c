@@ -352,6 +352,7 @@ static UringRing *uring_ctx_ring_create_locked(BDRVUringState *s,
     cfg.bufs_ring_fd = snap.ring_fd;
     cfg.bufs = snap.iov;
     cfg.nr_bufs = snap.nr_iov;
+    cfg.unpinned = snap.unpinned;
     ring = uring_ring_new(ctx, &cfg, errp);
     *generation = snap.generation;
     uring_bufs_snapshot_end(&snap);
@@ -529,7 +530,9 @@ static void uring_pin_warning_bh(void *opaque)
         runstate_check(RUN_STATE_INMIGRATE)) {
         return;     /* uring_vm_state_change() calls again */
     }
-    if (!s->pin_warned && uring_pin_failure(s, &local_err)) {
+    if (uring_bufs_unpinned()) {
+        s->pin_warned = true;   /* uring_bufs_ref() warned for the process */
+    } else if (!s->pin_warned && uring_pin_failure(s, &local_err)) {
         s->pin_warned = true;
         error_append_hint(&local_err, "Requests to that memory are copied "
                           "through a bounce buffer.\n");
