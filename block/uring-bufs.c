@@ -226,12 +226,15 @@ void uring_bufs_memlock_hint(Error **errp)
             nr_others++;
         }
     }
-    error_append_hint(errp, "RLIMIT_MEMLOCK (%" PRIu64 " KiB) counts what "
-                      "all processes of user %u pin together: %" PRIu64
-                      " KiB are held by other processes of user %u (%u of "
-                      "them), %" PRIu64 " KiB by this one.\n",
+    error_append_hint(errp, "RLIMIT_MEMLOCK (%" PRIu64 " KiB) is what all "
+                      "processes of user %u may lock together, io_uring "
+                      "rings included: %" PRIu64 " KiB are held by other "
+                      "processes of user %u (%u of them; pinned memory "
+                      "only, as /proc shows no rings), %" PRIu64 " KiB by "
+                      "this one, whose rings lock about %" PRIu64 " KiB "
+                      "more.\n",
                       limit / KiB, (unsigned)uid, others, (unsigned)uid,
-                      nr_others, mine);
+                      nr_others, mine, uring_ring_memlock_bytes() / KiB);
 }
 
 /* What the table pins, is pinning or failed to pin, bounce buffer included */

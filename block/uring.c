@@ -53,6 +53,7 @@
 #include "block/uring-bufs.h"
 #include "block/uring-ring.h"
 #include "block/uring.h"
+#include "system/iothread.h"
 #include "system/runstate.h"
 #include "trace.h"
 
@@ -269,8 +270,11 @@ static char *uring_sqpoll_cpu_str(int cpu)
 
 /*
  * The ring to attach a new sqpoll ring of @s in @ctx to, or -1 for a new SQ
- * thread.  Nodes that share the thread must want the same one.  Called
- * with uring_sq_lock held.
+ * thread.  All sqpoll rings of an IOThread share one SQ thread, so its
+ * nodes must want the same one; nodes in different IOThreads have SQ
+ * threads of their own.  In the main loop, which every node uses at open
+ * whatever IOThread its device has, nodes with other settings get an SQ
+ * thread of their own.  Called with uring_sq_lock held.
  */
 static bool uring_sqpoll_find_locked(BDRVUringState *s, AioContext *ctx,
                                      int *attach_fd, Error **errp)
@@ -290,11 +294,14 @@ static bool uring_sqpoll_find_locked(BDRVUringState *s, AioContext *ctx,
             *attach_fd = uring_ring_fd(u->ring);
             return true;
         }
+        if (ctx == qemu_get_aio_context()) {
+            continue;
+        }
         mine = uring_sqpoll_cpu_str(s->sqpoll_cpu);
         theirs = uring_sqpoll_cpu_str(u->s->sqpoll_cpu);
         error_setg(errp, "Node '%s' (sqpoll-cpu=%s, sqpoll-idle=%u) cannot "
                    "share the SQ thread of node '%s' (sqpoll-cpu=%s, "
-                   "sqpoll-idle=%u) in the same AioContext",
+                   "sqpoll-idle=%u) in the same IOThread",
                    uring_node_name(s), mine, s->sqpoll_idle,
                    uring_node_name(u->s), theirs, u->s->sqpoll_idle);
         error_append_hint(errp, "All uring nodes with sqpoll=on in one "
@@ -1285,8 +1292,13 @@ bool uring_prepare_io_contexts(BDRVUringState *s, AioContext *const *ctxs,
 
         uring_run_in_ctx(ctxs[i], uring_prepare_bh, &p);
         if (p.err) {
+            g_autofree char *iothread = iothread_id_by_aio_context(ctxs[i]);
+            g_autofree char *where = iothread ?
+                g_strdup_printf(" in IOThread '%s'", iothread) : NULL;
+
             error_propagate_prepend(errp, p.err, "Cannot set up io_uring "
-                                    "for node '%s': ", uring_node_name(s));
+                                    "for node '%s'%s: ", uring_node_name(s),
+                                    where ?: "");
             uring_release_io_contexts(s, ctxs, i);
             return false;
         }
