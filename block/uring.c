@@ -54,6 +54,7 @@
 #include "block/uring-ring.h"
 #include "block/uring.h"
 #include "system/iothread.h"
+#include "system/memory.h"
 #include "system/runstate.h"
 #include "trace.h"
 
@@ -492,6 +493,22 @@ static void uring_ctx_ring_refresh_bh(void *opaque)
 }
 
 /*
+ * A node with registered memory pins guest RAM, or tries to: postcopy and
+ * background snapshots, which it prevents, name it in their refusal.
+ */
+static void uring_name_ram_pinner(BDRVUringState *s, bool pins)
+{
+    g_autofree char *name = g_strdup_printf("uring node '%s'",
+                                            uring_node_name(s));
+
+    if (pins) {
+        ram_block_discard_disabler_add(name);
+    } else {
+        ram_block_discard_disabler_remove(name);
+    }
+}
+
+/*
  * Whether some of the memory registered with the node could not be pinned;
  * if so, @errp says how much and why, with what the whole process needs.
  */
@@ -814,6 +831,9 @@ void uring_state_free(BDRVUringState *s)
         UringRange *r = &g_array_index(s->registered, UringRange, i);
 
         uring_bufs_unregister(r->host, r->size);
+    }
+    if (s->registered->len) {
+        uring_name_ram_pinner(s, false);
     }
     g_array_free(s->registered, true);
     if (s->bufs_changed.notify && QLIST_IS_INSERTED(&s->bufs_changed,
@@ -1233,6 +1253,9 @@ bool uring_register_buf(BDRVUringState *s, void *host, size_t size,
         how = URING_BUFS_PIN_NOW;
     }
     g_array_append_val(s->registered, range);
+    if (s->registered->len == 1) {
+        uring_name_ram_pinner(s, true);
+    }
     if (uring_bufs_register(host, size, how) < 0 && !s->pin_warned) {
         qemu_bh_schedule(s->pin_warning_bh);
     }
@@ -1251,6 +1274,9 @@ void uring_unregister_buf(BDRVUringState *s, void *host, size_t size)
         if (r->host == host && r->size == size) {
             g_array_remove_index_fast(s->registered, i);
             uring_bufs_unregister(host, size);
+            if (s->registered->len == 0) {
+                uring_name_ram_pinner(s, false);
+            }
             return;
         }
     }
