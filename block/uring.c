@@ -53,6 +53,7 @@
 #include "block/uring-bufs.h"
 #include "block/uring-ring.h"
 #include "block/uring.h"
+#include "system/block-backend.h"
 #include "system/iothread.h"
 #include "system/memory.h"
 #include "system/runstate.h"
@@ -119,6 +120,7 @@ struct BDRVUringState {
     /* Protected by the BQL */
     GArray *registered;         /* UringRanges from bdrv_register_buf() */
     bool pin_warned;            /* about memory that could not be pinned */
+    bool device_checked;        /* uring_check_device(); read by requests */
     QEMUBH *pin_warning_bh;
     VMChangeStateEntry *vmsh;
     Notifier bufs_changed;
@@ -539,6 +541,53 @@ static bool uring_pin_failure(BDRVUringState *s, Error **errp)
     return true;
 }
 
+/* Whether @bs is @top or below it */
+static bool uring_bs_is_below(BlockDriverState *top, BlockDriverState *bs)
+{
+    BdrvChild *child;
+
+    if (top == bs) {
+        return true;
+    }
+    QLIST_FOREACH(child, &top->children, next) {
+        if (uring_bs_is_below(child->bs, bs)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Say once that a device over the node registers no guest RAM, so that all
+ * of its requests are copied through the bounce buffer.  virtio-blk,
+ * scsi-hd and scsi-cd (under any SCSI controller), NVMe namespaces and the
+ * vhost-user-blk export register it; IDE, AHCI, floppy and USB storage do
+ * not.  Under the BQL.
+ */
+static void uring_check_device(BDRVUringState *s)
+{
+    BlockBackend *blk = NULL;
+
+    qatomic_set(&s->device_checked, true);
+    if (s->fixed_buffers == ON_OFF_AUTO_OFF || s->registered->len) {
+        return;
+    }
+    while ((blk = blk_all_next(blk))) {
+        g_autofree char *dev = NULL;
+
+        if (!blk_get_attached_dev(blk) || !blk_bs(blk) ||
+            !uring_bs_is_below(blk_bs(blk), s->bs)) {
+            continue;
+        }
+        dev = blk_get_attached_dev_id(blk);
+        info_report("uring: device '%s' registers no guest RAM with node "
+                    "'%s': its requests are copied through a bounce buffer "
+                    "(virtio-blk, scsi-hd, scsi-cd and nvme use fixed "
+                    "buffers)", dev, uring_node_name(s));
+        return;
+    }
+}
+
 /*
  * With fixed-buffers=auto, warn once about memory that cannot be pinned.
  * Not before the guest runs, so that QEMU has registered all guest RAM
@@ -553,6 +602,9 @@ static void uring_pin_warning_bh(void *opaque)
     if (runstate_check(RUN_STATE_PRELAUNCH) ||
         runstate_check(RUN_STATE_INMIGRATE)) {
         return;     /* uring_vm_state_change() calls again */
+    }
+    if (!s->device_checked) {
+        uring_check_device(s);
     }
     if (uring_bufs_unpinned()) {
         s->pin_warned = true;   /* uring_bufs_ref() warned for the process */
@@ -569,7 +621,7 @@ static void uring_vm_state_change(void *opaque, bool running,
 {
     BDRVUringState *s = opaque;
 
-    if (running && !s->pin_warned) {
+    if (running && (!s->pin_warned || !s->device_checked)) {
         qemu_bh_schedule(s->pin_warning_bh);
     }
 }
@@ -1084,6 +1136,9 @@ static int coroutine_fn uring_co_bounce(BDRVUringState *s, UringRing *ring,
     size_t pos = 0;
 
     stat64_add(&s->bounced_requests, 1);
+    if (!qatomic_read(&s->device_checked)) {
+        qemu_bh_schedule(s->pin_warning_bh);
+    }
     while (pos < qiov->size && b.ret == 0) {
         UringBouncePiece *p = g_new(UringBouncePiece, 1);
 
