@@ -60,6 +60,22 @@ enum {
 #define URING_SUBMIT_RETRY_MAX_MS   5000
 #define URING_SUBMIT_RETRY_DELAY_MS 100
 
+/*
+ * Adaptive polling pays when a completion comes within a few microseconds,
+ * sooner than blocking in the event loop and being woken up would cost.
+ * When completions take longer (QD1 on most storage, requests that io-wq
+ * serves), the IOThread spins through its whole polling window for
+ * nothing, or polls until the completion comes and spends on spinning
+ * what sleeping would have saved.  So a ring measures how long it waits
+ * for each completion while it has requests in flight (a moving average,
+ * each new wait weighing 1/2^URING_POLL_AVG_SHIFT) and offers the event
+ * loop a poll handler only while that is below URING_POLL_MAX_WAIT_NS.
+ * Waits measured while not polling include the wake-up, so a ring comes
+ * back to polling only when the storage is clearly fast enough for it.
+ */
+#define URING_POLL_MAX_WAIT_NS      (10 * SCALE_US)
+#define URING_POLL_AVG_SHIFT        3
+
 struct UringRing {
     struct io_uring ring;
     AioContext *ctx;
@@ -82,6 +98,9 @@ struct UringRing {
     uint64_t locked_bytes;      /* uring_ring_memlock_estimate() */
     QSIMPLEQ_HEAD(, UringRequest) queued;   /* waiting for SQ space */
     QEMUBH *submit_bh;          /* a submission retried */
+    bool polled;                /* the event loop polls the CQ */
+    int64_t wait_start_ns;      /* a completion is awaited since, or 0 */
+    int64_t wait_avg_ns;        /* for a completion: see URING_POLL_* */
 
     /* Written in @ctx's thread, read anywhere */
     Stat64 rw_requests;
@@ -359,15 +378,52 @@ static void uring_ring_completion_cb(void *opaque)
 
 /*
  * Adaptive polling: CQEs are visible in shared memory, and so is completion
- * work the kernel holds back for this thread (COOP_TASKRUN), which
- * io_uring_peek_cqe() then runs.
+ * work that the kernel holds back for this thread (COOP_TASKRUN).  That
+ * work is run here, and progress reported only if it posted completions:
+ * the event loop widens its polling window for handlers that report
+ * progress.
  */
 static bool uring_ring_poll_cb(void *opaque)
 {
     UringRing *r = opaque;
 
-    return io_uring_cq_ready(&r->ring) > 0 ||
-           (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN);
+    if (io_uring_cq_ready(&r->ring)) {
+        return true;
+    }
+    if (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN) {
+        io_uring_get_events(&r->ring);
+        return io_uring_cq_ready(&r->ring) > 0;
+    }
+    return false;
+}
+
+/* Reap completions on readiness of the ring fd, and by polling if @poll */
+static void uring_ring_set_handler(UringRing *r, bool poll)
+{
+    r->polled = poll;
+    aio_set_fd_handler(r->ctx, r->ring.ring_fd, uring_ring_completion_cb,
+                       NULL, poll ? uring_ring_poll_cb : NULL,
+                       poll ? uring_ring_completion_cb : NULL, r);
+}
+
+/*
+ * Completions were reaped at @now: account for the wait, and poll for the
+ * next ones only if they come soon enough (see URING_POLL_MAX_WAIT_NS)
+ */
+static void uring_ring_account_wait(UringRing *r, int64_t now)
+{
+    bool poll;
+
+    if (r->wait_start_ns) {
+        r->wait_avg_ns += (now - r->wait_start_ns - r->wait_avg_ns) >>
+                          URING_POLL_AVG_SHIFT;
+    }
+    r->wait_start_ns = r->in_flight ? now : 0;
+    poll = r->wait_avg_ns < URING_POLL_MAX_WAIT_NS;
+    if (poll != r->polled) {
+        trace_uring_ring_polling(r, poll, r->wait_avg_ns);
+        uring_ring_set_handler(r, poll);
+    }
 }
 
 static void uring_ring_submit_bh(void *opaque);
@@ -394,8 +450,7 @@ UringRing *uring_ring_new(AioContext *ctx, const UringRingConfig *cfg,
     r->submit_bh = aio_bh_new(ctx, uring_ring_submit_bh, r);
     r->retry_timer = aio_timer_new(ctx, QEMU_CLOCK_REALTIME, SCALE_MS,
                                    uring_ring_submit_bh, r);
-    aio_set_fd_handler(ctx, r->ring.ring_fd, uring_ring_completion_cb,
-                       NULL, uring_ring_poll_cb, uring_ring_completion_cb, r);
+    uring_ring_set_handler(r, true);
     trace_uring_ring_new(r, ctx, cfg->entries, cfg->sqpoll,
                          cfg->attach_wq_fd, cfg->bufs_ring_fd >= 0,
                          r->ring.ring_fd);
@@ -526,7 +581,9 @@ static void uring_ring_fill_sq(UringRing *r)
         req = QSIMPLEQ_FIRST(&r->queued);
         QSIMPLEQ_REMOVE_HEAD(&r->queued, next);
         uring_ring_prep_sqe(r, req, sqe);
-        r->in_flight++;
+        if (!r->in_flight++) {
+            r->wait_start_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+        }
     }
 
     /* The rest waits for completions to make room */
@@ -787,6 +844,7 @@ static void uring_ring_complete(UringRing *r, UringRequest *req, int res)
 static void uring_ring_process_completions(UringRing *r)
 {
     struct io_uring_cqe *cqe;
+    int64_t reaped_ns = 0;
 
     uring_ring_ref(r);
     /*
@@ -798,10 +856,16 @@ static void uring_ring_process_completions(UringRing *r)
         UringRequest *req = io_uring_cqe_get_data(cqe);
         int res = cqe->res;
 
+        if (!reaped_ns) {
+            reaped_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+        }
         io_uring_cqe_seen(&r->ring, cqe);
         r->in_flight--;
         uring_ring_progress(r);
         uring_ring_complete(r, req, res);
+    }
+    if (reaped_ns) {
+        uring_ring_account_wait(r, reaped_ns);
     }
     if (!QSIMPLEQ_EMPTY(&r->queued) || io_uring_sq_ready(&r->ring)) {
         uring_ring_submit(r);
