@@ -19,7 +19,7 @@
 #   BENCH_VU_SECS=0.6 BENCH_VU_WARMUP=0.15  seconds per point, warm-up
 #   BENCH_VU_REPS=2                       their rounds
 #   BENCH_VU_DEPTHS="1 8 32 128"          queue depths (per queue)
-#   BENCH_VU_LOOP_DEPTHS=$BENCH_VU_DEPTHS  the same on the loop device
+#   BENCH_VU_LOOP_DEPTHS="1 32"           the same on the loop device
 #   BENCH_VU_DISK_DEPTHS="1 32"           the same on the disk image
 #   BENCH_VU_QUEUES="1 2"                 virtqueues (the export has 2)
 #   BENCH_VU_CONFIGS="file-threads ..."   a subset of the configurations
