@@ -55,12 +55,14 @@
 
 /*
  * Memory that cannot be pinned for lack of locked memory is usually guest
- * RAM.  Ranges of less than 1/URING_BUFS_MINOR_SHARE of its size (firmware,
- * option ROMs, ACPI tables) are then not pinned either: guest I/O hardly
- * ever lands there, and the locked memory they would hold is better left
- * to the other processes of the user.
+ * RAM.  Small ranges (below URING_BUFS_MINOR_MAX: firmware, option ROMs,
+ * ACPI tables) of less than 1/URING_BUFS_MINOR_SHARE of its size are then
+ * not pinned either: guest I/O hardly ever lands there, and the locked
+ * memory they would hold is better left to the other processes of the
+ * user.  Guest RAM itself is never minor, whatever failed beside it.
  */
 #define URING_BUFS_MINOR_SHARE  64
+#define URING_BUFS_MINOR_MAX    (16 * MiB)
 
 typedef struct UringBufSlot {
     uintptr_t start;
@@ -119,7 +121,12 @@ typedef struct UringBufs {
     unsigned refs;              /* open uring nodes */
     struct io_uring table;      /* never enabled: it only holds buffers */
     bool shared;                /* rings clone @table (Linux 6.12) */
-    bool unpinned;              /* no locked memory: nothing is pinned */
+    /*
+     * No locked memory was left for the bounce buffer when the table was
+     * set up: nothing is pinned until the last node goes.  Set under the
+     * BQL before any ring exists, read under @lock by snapshots.
+     */
+    bool unpinned;
     unsigned long *used;        /* slot indices */
     QLIST_HEAD(, UringBufRange) ranges;
     unsigned pinning;           /* ranges being pinned by workers */
@@ -197,14 +204,26 @@ static bool uring_bufs_proc_field(const char *status, const char *name,
  */
 void uring_bufs_memlock_hint(Error **errp)
 {
+    static int64_t last_scan;
     uint64_t limit = uring_bufs_memlock_limit();
+    int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    int64_t scanned;
     uint64_t mine = 0, others = 0;
     unsigned nr_others = 0;
     uid_t uid = getuid();
     g_autoptr(GDir) dir = NULL;
     const char *name;
 
+    /*
+     * Reading all of /proc takes milliseconds, and a node whose ring
+     * cannot be created tries again for each request: once in 10 s
+     */
     if (limit == UINT64_MAX) {
+        return;
+    }
+    scanned = qatomic_read(&last_scan);
+    if ((scanned && now - scanned < 10 * 1000) ||
+        qatomic_cmpxchg(&last_scan, scanned, now) != scanned) {
         return;
     }
     dir = g_dir_open("/proc", 0, NULL);
@@ -228,11 +247,11 @@ void uring_bufs_memlock_hint(Error **errp)
     }
     error_append_hint(errp, "RLIMIT_MEMLOCK (%" PRIu64 " KiB) is what all "
                       "processes of user %u may lock together, io_uring "
-                      "rings included: %" PRIu64 " KiB are held by other "
-                      "processes of user %u (%u of them; pinned memory "
-                      "only, as /proc shows no rings), %" PRIu64 " KiB by "
-                      "this one, whose rings lock about %" PRIu64 " KiB "
-                      "more.\n",
+                      "rings included: at least %" PRIu64 " KiB are held "
+                      "by other processes of user %u (%u of them that "
+                      "this one can see; pinned memory only, as /proc "
+                      "shows no rings), %" PRIu64 " KiB by this one, "
+                      "whose rings lock about %" PRIu64 " KiB more.\n",
                       limit / KiB, (unsigned)uid, others, (unsigned)uid,
                       nr_others, mine, uring_ring_memlock_bytes() / KiB);
 }
@@ -346,7 +365,7 @@ static bool uring_bufs_setup_unpinned(UringBufs *b, size_t size)
     error_setg(&local_err, "uring: no locked memory is left for io_uring "
                "fixed buffers: this process pins no memory, and all of its "
                "requests are copied through a bounce buffer");
-    uring_bufs_add_memlock_hint(b, URING_BOUNCE_MIN, &local_err);
+    uring_bufs_memlock_hint(&local_err);
     warn_report_err(local_err);
     return true;
 }
@@ -691,6 +710,9 @@ static bool uring_bufs_is_minor(UringBufs *b, size_t size)
 {
     UringBufRange *range;
 
+    if (size >= URING_BUFS_MINOR_MAX) {
+        return false;
+    }
     QLIST_FOREACH(range, &b->ranges, next) {
         if (range->err == -ENOMEM &&
             size <= range->size / URING_BUFS_MINOR_SHARE) {
@@ -710,7 +732,7 @@ static void uring_bufs_give_up_minor(UringBufs *b, UringBufRange *failed)
     UringBufRange *range;
 
     QLIST_FOREACH(range, &b->ranges, next) {
-        if (range->pinned &&
+        if (range->pinned && range->size < URING_BUFS_MINOR_MAX &&
             range->size <= failed->size / URING_BUFS_MINOR_SHARE) {
             trace_uring_bufs_unpin(range->host, range->size);
             uring_bufs_new_generation(b, NULL, range);
@@ -809,6 +831,7 @@ static void uring_bufs_pin_cb(void *opaque, int ret)
  */
 static int uring_bufs_pin_now(UringBufs *b, UringBufRange *range)
 {
+    bool registered = range->refs > 0;
     int ret;
 
     if (!range->pinning) {
@@ -822,8 +845,9 @@ static int uring_bufs_pin_now(UringBufs *b, UringBufRange *range)
     } else {
         ret = uring_bufs_pin_range(range);
     }
+    /* May free an unregistered range, and may give up a minor one */
     uring_bufs_pinned(b, range, ret);
-    return ret;
+    return registered ? range->err : ret;
 }
 
 /* Pin @range, which has no slots yet: see uring_bufs_register() */
@@ -844,6 +868,7 @@ static int uring_bufs_start_pin(UringBufs *b, UringBufRange *range,
     if (b->unpinned || size > uring_bufs_memlock_limit() ||
         uring_bufs_is_minor(b, size)) {
         range->err = -ENOMEM;
+        uring_bufs_give_up_minor(b, range);
         return range->err;
     }
 
@@ -896,8 +921,11 @@ int uring_bufs_register(void *host, size_t size, UringBufsPin how)
     assert(b->refs > 0);
 
     range = uring_bufs_find(b, host, size);
-    if (range && range->err == -EBUSY) {
-        /* Discard was required (postcopy, ...) then; maybe not any more */
+    if (range && (range->err == -EBUSY || range->err == -ENOMEM)) {
+        /*
+         * Discard was required (postcopy, ...) or other processes of the
+         * user held the locked memory then; maybe not any more
+         */
         range->refs++;
         return uring_bufs_start_pin(b, range, how);
     } else if (range) {

@@ -76,6 +76,15 @@ enum {
 #define URING_POLL_MAX_WAIT_NS      (10 * SCALE_US)
 #define URING_POLL_AVG_SHIFT        3
 
+/*
+ * Switching costs an AioHandler and, with fdmon-io_uring, a POLL_REMOVE
+ * and a POLL_ADD: polling comes back only once the average is clearly
+ * below the limit.  With fdmon-epoll or fdmon-poll (io_uring unavailable
+ * to the event loop) a handler without io_poll stops the polling of the
+ * whole AioContext, as any such handler does there, until it comes back.
+ */
+#define URING_POLL_RESUME_WAIT_NS   (URING_POLL_MAX_WAIT_NS / 2)
+
 struct UringRing {
     struct io_uring ring;
     AioContext *ctx;
@@ -407,19 +416,22 @@ static void uring_ring_set_handler(UringRing *r, bool poll)
 }
 
 /*
- * Completions were reaped at @now: account for the wait, and poll for the
- * next ones only if they come soon enough (see URING_POLL_MAX_WAIT_NS)
+ * Completions came at @reaped and were processed: account for the wait,
+ * start the next one, and poll for completions only if they come soon
+ * enough (see URING_POLL_MAX_WAIT_NS)
  */
-static void uring_ring_account_wait(UringRing *r, int64_t now)
+static void uring_ring_account_wait(UringRing *r, int64_t reaped)
 {
     bool poll;
 
     if (r->wait_start_ns) {
-        r->wait_avg_ns += (now - r->wait_start_ns - r->wait_avg_ns) >>
+        r->wait_avg_ns += (reaped - r->wait_start_ns - r->wait_avg_ns) >>
                           URING_POLL_AVG_SHIFT;
     }
-    r->wait_start_ns = r->in_flight ? now : 0;
-    poll = r->wait_avg_ns < URING_POLL_MAX_WAIT_NS;
+    r->wait_start_ns = r->in_flight ? qemu_clock_get_ns(QEMU_CLOCK_REALTIME)
+                                    : 0;
+    poll = r->wait_avg_ns < (r->polled ? URING_POLL_MAX_WAIT_NS
+                                       : URING_POLL_RESUME_WAIT_NS);
     if (poll != r->polled) {
         trace_uring_ring_polling(r, poll, r->wait_avg_ns);
         uring_ring_set_handler(r, poll);
@@ -517,6 +529,12 @@ bool uring_ring_has_sqpoll(UringRing *r)
 bool uring_ring_has_vectored_fixed(UringRing *r)
 {
     return r->vectored_fixed;
+}
+
+/* Whether the event loop polls the ring's CQ now (URING_POLL_MAX_WAIT_NS) */
+bool uring_ring_is_polled(UringRing *r)
+{
+    return r->polled;
 }
 
 /* May be called from any thread */

@@ -101,6 +101,7 @@ int uring_ring_broken(UringRing *r);
 int uring_ring_fd(UringRing *r);
 bool uring_ring_has_sqpoll(UringRing *r);
 bool uring_ring_has_vectored_fixed(UringRing *r);
+bool uring_ring_is_polled(UringRing *r);
 void uring_ring_get_stats(UringRing *r, UringRingStats *stats);
 uint64_t uring_ring_memlock_bytes(void);
 void uring_ring_setup_hint(int err, Error **errp);

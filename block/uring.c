@@ -53,6 +53,7 @@
 #include "block/uring-bufs.h"
 #include "block/uring-ring.h"
 #include "block/uring.h"
+#include "hw/qdev-core.h"
 #include "system/block-backend.h"
 #include "system/iothread.h"
 #include "system/memory.h"
@@ -120,7 +121,7 @@ struct BDRVUringState {
     /* Protected by the BQL */
     GArray *registered;         /* UringRanges from bdrv_register_buf() */
     bool pin_warned;            /* about memory that could not be pinned */
-    bool device_checked;        /* uring_check_device(); read by requests */
+    bool device_checked;        /* uring_check_device() was called */
     QEMUBH *pin_warning_bh;
     VMChangeStateEntry *vmsh;
     Notifier bufs_changed;
@@ -148,8 +149,9 @@ struct BDRVUringState {
 };
 
 /*
- * SQ threads: every sqpoll ring of one AioContext shares one, whatever the
- * node, so that an IOThread costs one polling kernel thread.
+ * SQ threads: every sqpoll ring of one IOThread shares one, whatever the
+ * node, so that an IOThread costs one polling kernel thread; in the main
+ * loop, one per setting (see uring_sqpoll_find_locked()).
  */
 typedef struct UringSqThreadUser {
     AioContext *ctx;
@@ -272,8 +274,9 @@ static char *uring_sqpoll_cpu_str(int cpu)
 }
 
 /*
- * The ring to attach a new sqpoll ring of @s in @ctx to, or -1 for a new SQ
- * thread.  All sqpoll rings of an IOThread share one SQ thread, so its
+ * In @attach_fd, the ring to attach a new sqpoll ring of @s in @ctx to, or
+ * -1 for a new SQ thread; false if @ctx has an SQ thread that @s cannot
+ * share.  All sqpoll rings of an IOThread share one SQ thread, so its
  * nodes must want the same one; nodes in different IOThreads have SQ
  * threads of their own.  In the main loop, which every node uses at open
  * whatever IOThread its device has, nodes with other settings get an SQ
@@ -304,7 +307,7 @@ static bool uring_sqpoll_find_locked(BDRVUringState *s, AioContext *ctx,
         theirs = uring_sqpoll_cpu_str(u->s->sqpoll_cpu);
         error_setg(errp, "Node '%s' (sqpoll-cpu=%s, sqpoll-idle=%u) cannot "
                    "share the SQ thread of node '%s' (sqpoll-cpu=%s, "
-                   "sqpoll-idle=%u) in the same IOThread",
+                   "sqpoll-idle=%u)",
                    uring_node_name(s), mine, s->sqpoll_idle,
                    uring_node_name(u->s), theirs, u->s->sqpoll_idle);
         error_append_hint(errp, "All uring nodes with sqpoll=on in one "
@@ -542,7 +545,8 @@ static bool uring_pin_failure(BDRVUringState *s, Error **errp)
 }
 
 /* Whether @bs is @top or below it */
-static bool uring_bs_is_below(BlockDriverState *top, BlockDriverState *bs)
+static bool GRAPH_RDLOCK uring_bs_is_below(BlockDriverState *top,
+                                           BlockDriverState *bs)
 {
     BdrvChild *child;
 
@@ -558,32 +562,36 @@ static bool uring_bs_is_below(BlockDriverState *top, BlockDriverState *bs)
 }
 
 /*
- * Say once that a device over the node registers no guest RAM, so that all
- * of its requests are copied through the bounce buffer.  virtio-blk,
- * scsi-hd and scsi-cd (under any SCSI controller), NVMe namespaces and the
- * vhost-user-blk export register it; IDE, AHCI, floppy and USB storage do
- * not.  Under the BQL.
+ * When the guest first runs, tell once (a trace event) that a device over
+ * the node registers no guest RAM, so that all of its requests are copied
+ * through the bounce buffer.  Not a message: such devices are common
+ * (-drive puts an IDE disk on a PC), and the node's statistics say it as
+ * well (registered-bytes).  virtio-blk, scsi-hd and scsi-cd (under any SCSI
+ * controller), NVMe namespaces and the vhost-user-blk export register it;
+ * IDE, AHCI, floppy and USB storage do not.  Only with fixed-buffers=auto:
+ * "on" fails such a device, and an unpinned process bounces everything
+ * anyway.  Under the BQL.
  */
 static void uring_check_device(BDRVUringState *s)
 {
     BlockBackend *blk = NULL;
 
-    qatomic_set(&s->device_checked, true);
-    if (s->fixed_buffers == ON_OFF_AUTO_OFF || s->registered->len) {
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+    s->device_checked = true;
+    if (s->fixed_buffers != ON_OFF_AUTO_AUTO || s->registered->len ||
+        uring_bufs_unpinned()) {
         return;
     }
     while ((blk = blk_all_next(blk))) {
-        g_autofree char *dev = NULL;
+        DeviceState *dev = blk_get_attached_dev(blk);
+        g_autofree char *id = NULL;
 
-        if (!blk_get_attached_dev(blk) || !blk_bs(blk) ||
+        if (!dev || !dev->realized || !blk_bs(blk) ||
             !uring_bs_is_below(blk_bs(blk), s->bs)) {
             continue;
         }
-        dev = blk_get_attached_dev_id(blk);
-        info_report("uring: device '%s' registers no guest RAM with node "
-                    "'%s': its requests are copied through a bounce buffer "
-                    "(virtio-blk, scsi-hd, scsi-cd and nvme use fixed "
-                    "buffers)", dev, uring_node_name(s));
+        id = blk_get_attached_dev_id(blk);
+        trace_uring_device_without_ram(id, uring_node_name(s));
         return;
     }
 }
@@ -832,6 +840,8 @@ BDRVUringState *uring_state_new(BlockDriverState *bs, QDict *options,
     if (s->fixed_buffers != ON_OFF_AUTO_OFF) {
         s->vmsh = qemu_add_vm_change_state_handler(uring_vm_state_change, s);
     }
+    /* The tools have no guest, and no devices to name (the stub is NULL) */
+    s->device_checked = !s->vmsh;
     return s;
 }
 
@@ -1136,9 +1146,6 @@ static int coroutine_fn uring_co_bounce(BDRVUringState *s, UringRing *ring,
     size_t pos = 0;
 
     stat64_add(&s->bounced_requests, 1);
-    if (!qatomic_read(&s->device_checked)) {
-        qemu_bh_schedule(s->pin_warning_bh);
-    }
     while (pos < qiov->size && b.ret == 0) {
         UringBouncePiece *p = g_new(UringBouncePiece, 1);
 

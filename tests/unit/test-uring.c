@@ -835,6 +835,47 @@ static void test_ring_break_short_read(void)
     close(fd);
 }
 
+/*
+ * A ring that waits long for its completions stops being polled by the
+ * event loop: reads from a pipe that is written 2 ms after each read
+ */
+static void test_ring_polling_follows_waits(void)
+{
+    uint8_t *buf = qemu_memalign(4096, BUF_SIZE);
+    uint8_t data[4096];
+    uint64_t generation;
+    RwCo rw = { 0 };
+    int pipefd[2];
+    unsigned i;
+
+    g_assert(pipe(pipefd) == 0);
+    memset(data, 0x3c, sizeof(data));
+    uring_bufs_ref(&error_abort);
+    g_assert_cmpint(uring_bufs_register(buf, BUF_SIZE, URING_BUFS_PIN_NOW),
+                    ==, 0);
+    rw.r = ring_new(pipefd[0], 8, &generation);
+    rw.buf_index = uring_bufs_lookup(qiov_of(buf, sizeof(data)), generation);
+    g_assert(uring_ring_is_polled(rw.r));
+
+    qemu_iovec_init_buf(&rw.qiov, buf, sizeof(data));
+    for (i = 0; i < 4; i++) {
+        rw_start(&rw);
+        g_usleep(2000);
+        g_assert(write(pipefd[1], data, sizeof(data)) == sizeof(data));
+        rw_wait(&rw);
+        g_assert_cmpint(rw.ret, ==, 0);
+        g_assert(buf[0] == 0x3c && buf[sizeof(data) - 1] == 0x3c);
+    }
+    g_assert(!uring_ring_is_polled(rw.r));
+
+    uring_ring_unref(rw.r);
+    uring_bufs_unregister(buf, BUF_SIZE);
+    uring_bufs_unref();
+    qemu_vfree(buf);
+    close(pipefd[0]);
+    close(pipefd[1]);
+}
+
 int main(int argc, char **argv)
 {
     qemu_init_main_loop(&error_abort);
@@ -864,6 +905,8 @@ int main(int argc, char **argv)
         g_test_add_func("/uring/ring/hard-error", test_ring_hard_error);
         g_test_add_func("/uring/ring/transient-error-bound",
                         test_ring_transient_error_bound);
+        g_test_add_func("/uring/ring/polling-follows-waits",
+                        test_ring_polling_follows_waits);
         g_test_add_func("/uring/ring/break-short-read",
                         test_ring_break_short_read);
     } else {
