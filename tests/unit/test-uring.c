@@ -836,6 +836,53 @@ static void test_ring_break_short_read(void)
 }
 
 /*
+ * A ring set up without pinned memory (no room under RLIMIT_MEMLOCK) reads
+ * and writes memory that is in no fixed buffer; a fixed-buffer ring
+ * refuses that
+ */
+static void test_ring_unpinned(void)
+{
+    int fd = tmp_file(BUF_SIZE);
+    uint8_t *buf = qemu_memalign(4096, 4096);
+    UringRingConfig cfg = {
+        .entries = 8,
+        .fd = fd,
+        .sqpoll_cpu = -1,
+        .attach_wq_fd = -1,
+        .bufs_ring_fd = -1,
+        .unpinned = true,
+    };
+    RwCo rw = { 0 };
+    uint64_t generation;
+
+    uring_bufs_ref(&error_abort);
+    memset(buf, 0x6b, 4096);
+    qemu_iovec_init_buf(&rw.qiov, buf, 4096);
+    rw.is_write = true;
+    rw.r = uring_ring_new(ctx, &cfg, &error_abort);
+    rw_start(&rw);
+    rw_wait(&rw);
+    g_assert_cmpint(rw.ret, ==, 0);
+    memset(buf, 0, 4096);
+    rw.is_write = false;
+    rw_start(&rw);
+    rw_wait(&rw);
+    g_assert_cmpint(rw.ret, ==, 0);
+    g_assert(buf[0] == 0x6b && buf[4095] == 0x6b);
+    uring_ring_unref(rw.r);
+
+    rw.r = ring_new(fd, 8, &generation);
+    rw_start(&rw);
+    rw_wait(&rw);
+    g_assert_cmpint(rw.ret, ==, -EFAULT);
+    uring_ring_unref(rw.r);
+
+    uring_bufs_unref();
+    qemu_vfree(buf);
+    close(fd);
+}
+
+/*
  * A ring that waits long for its completions stops being polled by the
  * event loop: reads from a pipe that is written 2 ms after each read
  */
@@ -905,6 +952,7 @@ int main(int argc, char **argv)
         g_test_add_func("/uring/ring/hard-error", test_ring_hard_error);
         g_test_add_func("/uring/ring/transient-error-bound",
                         test_ring_transient_error_bound);
+        g_test_add_func("/uring/ring/unpinned", test_ring_unpinned);
         g_test_add_func("/uring/ring/polling-follows-waits",
                         test_ring_polling_follows_waits);
         g_test_add_func("/uring/ring/break-short-read",
