@@ -2,10 +2,11 @@
  * uring block driver: the io_uring calls that liburing 2.3 lacks
  *
  * Debian 12's liburing 2.3 knows neither IORING_REGISTER_CLONE_BUFFERS
- * (Linux 6.12) nor the vectored fixed-buffer opcodes (Linux 6.15).  They
- * are here, with the restriction calls of qemu/io_uring-restrictions.h:
- * every raw io_uring call of the driver.  The kernel's support is probed
- * at run time.
+ * (Linux 6.12), the vectored fixed-buffer opcodes (Linux 6.15) nor rings
+ * in the caller's memory (Linux 6.5 and 6.6).  They are here, with the
+ * restriction calls of qemu/io_uring-restrictions.h: every raw io_uring
+ * call of the driver and of qemu-uring-blk-helper.  The kernel's support
+ * is probed at run time.
  *
  * Copyright (c) 2026 The uring series authors
  *
@@ -20,6 +21,27 @@
 #define URING_OP_READV_FIXED            60
 #define URING_OP_WRITEV_FIXED           61
 #define URING_REGISTER_CLONE_BUFFERS    30
+
+/* Rings in memory that the caller supplies (Linux 6.5); no SQ array (6.6) */
+#define URING_SETUP_NO_MMAP             (1u << 14)
+#define URING_SETUP_NO_SQARRAY          (1u << 16)
+
+/*
+ * With URING_SETUP_NO_MMAP, where the rings (@rings) and the SQE array
+ * (@sqes) are.  liburing 2.5 renamed the offsets' resv2 to user_addr, and
+ * defined IORING_SETUP_NO_MMAP with it.
+ */
+static inline void uring_sys_set_user_addr(struct io_uring_params *p,
+                                           void *rings, void *sqes)
+{
+#ifdef IORING_SETUP_NO_MMAP
+    p->cq_off.user_addr = (uintptr_t)rings;
+    p->sq_off.user_addr = (uintptr_t)sqes;
+#else
+    p->cq_off.resv2 = (uintptr_t)rings;
+    p->sq_off.resv2 = (uintptr_t)sqes;
+#endif
+}
 
 /* struct io_uring_clone_buffers */
 typedef struct UringCloneBuffers {

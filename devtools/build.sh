@@ -90,6 +90,10 @@ else
                   2>/dev/null); do
         targets+=("${t%.c}")
     done
+    # The guest-owned ring device's helper, which its qtest spawns
+    if [ -f "$tree/contrib/uring-blk-helper/uring-blk-helper.c" ]; then
+        targets+=(contrib/uring-blk-helper/qemu-uring-blk-helper)
+    fi
 fi
 
 log "building in $obj"

@@ -9,6 +9,7 @@
 #   qos-test  the virtio-blk, vhost-user-blk, virtio-scsi and nvme paths
 #             of upstream's qos-test (with the series' uring variants),
 #             one by one
+#   uring-blk the x-uring-blk-pci device's qtest, a hostile guest
 #   unit      test-aio, test-block-iothread, the series' test-fdmon-io_uring
 #             and test-uring*
 #   vhost-user-bench  make bench's vhost-user-blk front-end against
@@ -112,6 +113,21 @@ paths=$(env "${qtest_env[@]}" tests/qtest/qos-test -l |
 for p in $paths; do
     run_gtest "qos$p" env "${qtest_env[@]}" tests/qtest/qos-test -p "$p"
 done
+group_end
+
+group_start uring-blk
+# The guest-owned ring device: a qtest that plays a hostile guest, one
+# line per test path (three topologies each)
+t=tests/qtest/uring-blk-test
+if [ -x "$t" ]; then
+    for p in $(env "${qtest_env[@]}" "$t" -l | grep '^/'); do
+        run_gtest "uring-blk$p" env "${qtest_env[@]}" \
+            URING_BLK_HELPER="$OBJ/contrib/uring-blk-helper/qemu-uring-blk-helper" \
+            "$t" -p "$p"
+    done
+else
+    fail uring-blk "$logs/build.log" "$t was not built"
+fi
 group_end
 
 group_start unit
