@@ -35,6 +35,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <liburing.h>
 #include "qemu/atomic.h"
 #include "qemu/cutils.h"
@@ -250,6 +251,19 @@ static uint64_t fd_size(int fd, const char *what)
 }
 
 /* What the descriptors must hold for the layout to be safe to map */
+/* Whether block device @dev has an integrity profile */
+static bool has_integrity(dev_t dev)
+{
+    g_autofree char *path = g_strdup_printf(
+        "/sys/dev/block/%u:%u/integrity/format", major(dev), minor(dev));
+    g_autofree char *format = NULL;
+
+    if (!g_file_get_contents(path, &format, NULL, NULL)) {
+        return false;
+    }
+    return strcmp(g_strstrip(format), "none") != 0;
+}
+
 static void check_fds(Helper *h)
 {
     const UringBlkHelperSetup *s = &h->setup;
@@ -260,6 +274,11 @@ static void check_fds(Helper *h)
     if (fstat(h->fds[URING_BLK_HELPER_FD_IMAGE], &st) < 0 ||
         !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
         fail(EINVAL, "the image is not a regular file or a block device");
+    }
+    if (S_ISBLK(st.st_mode) && has_integrity(st.st_rdev)) {
+        fail(EOPNOTSUPP, "the image is a block device with integrity "
+             "metadata, which a read's PI attribute (Linux 6.14) would let "
+             "the guest move to and from this process's memory");
     }
     /* Reads are not limited by RLIMIT_FSIZE */
     if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > s->image_size) {
@@ -487,16 +506,17 @@ static void allow_op(struct io_uring_restriction *res, unsigned *n, int op)
 }
 
 /*
- * Install the allow-lists and start the ring.  No REGISTER_OP entry: as
- * long as the kernel checks both lists together (before the 2026 split),
- * that refuses every register call from now on.  Nothing here needs one,
- * and the ring fd never leaves this process.
+ * Install the allow-lists and start the ring.  The only register call
+ * allowed is IORING_REGISTER_PROBE, which reads and changes nothing: with
+ * it, the register list is not empty, so that kernels that check the two
+ * lists separately (Linux 7.0) refuse every other register call too, as
+ * older ones do once any restriction is installed.
  */
 static void restrict_and_enable(Helper *h)
 {
     bool ro = h->setup.flags & URING_BLK_HELPER_READ_ONLY;
     bool vectored = probe_vectored(h, ro);
-    struct io_uring_restriction res[8];
+    struct io_uring_restriction res[10];
     unsigned n = 0;
     int ret;
 
@@ -511,6 +531,10 @@ static void restrict_and_enable(Helper *h)
             allow_op(res, &n, URING_OP_WRITEV_FIXED);
         }
     }
+    res[n++] = (struct io_uring_restriction) {
+        .opcode = IORING_RESTRICTION_REGISTER_OP,
+        .register_op = IORING_REGISTER_PROBE,
+    };
     res[n++] = (struct io_uring_restriction) {
         .opcode = IORING_RESTRICTION_SQE_FLAGS_REQUIRED,
         .sqe_flags = IOSQE_FIXED_FILE,
@@ -611,6 +635,38 @@ static uint32_t ring_read(Helper *h, uint32_t offset)
  * meanwhile cannot make a good ring look broken: a sane guest keeps
  * head1 <= tail <= head2 + sq_entries.
  */
+/*
+ * The kernel's own counts, which the guest cannot write: SQEs consumed
+ * less CQEs posted is what is in flight plus what overflowed.  A guest
+ * that reaps its completions never has more in flight than the SQ holds;
+ * one that does not makes the kernel queue every further completion (the
+ * overflow flag in the SQ flags is the guest's to clear, so it proves
+ * nothing).  The CQ tail is read first, so that completions posted
+ * between the two reads cannot make the difference wrap; they can make it
+ * larger, hence the margin of a CQ and a second look.
+ */
+static uint32_t ring_pending(Helper *h)
+{
+    uint32_t posted = ring_counter(h, "CachedCqTail", "CqTail");
+    uint32_t consumed = ring_counter(h, "CachedSqHead", "SqHead");
+
+    return consumed - posted;
+}
+
+static void check_overflow(Helper *h)
+{
+    uint32_t max = h->p.sq_entries + h->p.cq_entries;
+    uint32_t pending = ring_pending(h);
+
+    if (pending > max) {
+        pending = ring_pending(h);
+    }
+    if (pending > max) {
+        broken("%u completions are pending, more than the %u entries of "
+               "the completion queue", pending, h->p.cq_entries);
+    }
+}
+
 static void check_ring(Helper *h)
 {
     uint32_t head1 = ring_read(h, h->p.sq_off.head);
@@ -625,6 +681,7 @@ static void check_ring(Helper *h)
     if (ring_read(h, h->p.sq_off.flags) & IORING_SQ_CQ_OVERFLOW) {
         broken("the completion queue overflowed");
     }
+    check_overflow(h);
 }
 
 static void ring_doorbell(Helper *h)

@@ -12,10 +12,11 @@
  * The ring belongs to a helper process (contrib/uring-blk-helper), which
  * the device spawns when the guest enables the ring and kills when it
  * resets it.  The helper's RLIMIT_FSIZE is the image size, so that no
- * write can grow the image; it has no capabilities, so that the guest
- * cannot use a privileged I/O priority; and the addresses that the guest
- * writes in its requests are those of the helper's own mappings of guest
- * RAM, which tell nothing about QEMU's address space.  When the helper is
+ * write can grow the image; its SQ thread has no capability but
+ * CAP_IPC_LOCK, so that the guest cannot use a privileged I/O priority;
+ * and the addresses that the guest writes in its requests are those of
+ * the helper's own mappings of guest RAM, which tell nothing about QEMU's
+ * address space.  When the helper is
  * gone, the kernel has cancelled or completed every request of its ring.
  *
  * See docs/system/devices/uring-blk.rst for the threat model.
@@ -97,6 +98,11 @@ struct UringBlkPCI {
     EventNotifier doorbell;     /* read by the helper only */
     EventNotifier completion;   /* the ring's eventfd */
     Error *migration_blocker;
+    Error *op_blocker;          /* no job, snapshot or graph change ... */
+    BlockDriverState *blocked[2];   /* ... on these: the root and uring */
+    QEMUBH *enable_bh;
+    Notifier remove_bs;         /* stop the guest's writes before a close */
+    char *discard_name;         /* while the helper pins guest RAM */
 
     /*
      * The ring, under the BQL.  @helper_pid is the helper's while it runs
@@ -212,7 +218,7 @@ static void uring_blk_irq(UringBlkPCI *s)
     }
 }
 
-/* Completions: the ring's eventfd, under TCG or without irqfd */
+/* Completions: the ring's eventfd (QEMU raises the interrupt; no irqfd) */
 static void uring_blk_completion(EventNotifier *e)
 {
     UringBlkPCI *s = container_of(e, UringBlkPCI, completion);
@@ -243,7 +249,12 @@ static void uring_blk_stop_helper(UringBlkPCI *s)
         while (waitpid(s->helper_pid, &status, 0) < 0 && errno == EINTR) {
             /* retry */
         }
-        s->helper_pid = 0;
+    }
+    s->helper_pid = 0;
+    if (s->discard_name) {
+        ram_block_discard_disabler_remove(s->discard_name);
+        ram_block_discard_disable(false);
+        g_clear_pointer(&s->discard_name, g_free);
     }
     event_notifier_test_and_clear(&s->doorbell);
     event_notifier_test_and_clear(&s->completion);
@@ -308,7 +319,10 @@ static void uring_blk_broken(UringBlkPCI *s, const char *reason)
 static void uring_blk_got_reply(UringBlkPCI *s, const UringBlkHelperReply *r)
 {
     if (r->error) {
-        uring_blk_fail(s, -r->error, r->message);
+        char msg[sizeof(r->message)];
+
+        pstrcpy(msg, sizeof(msg), r->message);
+        uring_blk_fail(s, -r->error, msg);
         return;
     }
     s->reply = *r;
@@ -363,7 +377,11 @@ static pid_t uring_blk_fork_helper(UringBlkPCI *s, int sock, Error **errp)
         return -1;
     }
     if (pid == 0) {
-        /* Only async-signal-safe calls from here on */
+        sigset_t none;
+
+        /* Only async-signal-safe calls but for qemu_close_all_open_fd() */
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         if (sock == URING_BLK_HELPER_FD) {
             fcntl(sock, F_SETFD, 0);
         } else if (dup2(sock, URING_BLK_HELPER_FD) < 0) {
@@ -442,7 +460,7 @@ static bool uring_blk_send_setup(UringBlkPCI *s, int image_fd, Error **errp)
     memcpy(CMSG_DATA(cmsg), fds, nr_fds * sizeof(int));
 
     do {
-        n = sendmsg(s->helper_sock, &msg, 0);
+        n = sendmsg(s->helper_sock, &msg, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
     if (n != sizeof(*setup)) {
         error_setg_errno(errp, n < 0 ? errno : EIO,
@@ -458,8 +476,16 @@ static BlockDriverState *uring_blk_check_drive(UringBlkPCI *s, Error **errp)
     BlockDriverState *bs = s->blk ? blk_bs(s->blk) : NULL;
     BlockDriverState *file;
 
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+
     if (!bs) {
         error_setg(errp, "drive property not set");
+        return NULL;
+    }
+    /* The guest could write another format's header past raw's check */
+    if (bs->probed) {
+        error_setg(errp, "drive '%s' has a probed format: give format=raw",
+                   bdrv_get_node_name(bs));
         return NULL;
     }
     if (!strcmp(bs->drv->format_name, "raw") && bs->file) {
@@ -491,6 +517,18 @@ static bool uring_blk_start_helper(UringBlkPCI *s, Error **errp)
     if (!bs || !uring_blk_find_ram(s, errp)) {
         return false;
     }
+    /*
+     * The helper pins guest RAM: a balloon, free page reporting or
+     * virtio-mem must not give pages back to the host under the ring.
+     */
+    if (ram_block_discard_disable(true)) {
+        error_setg(errp, "cannot pin guest RAM while RAM discard is in use "
+                   "(virtio-balloon, virtio-mem)");
+        return false;
+    }
+    s->discard_name = g_strdup_printf("%s '%s'", TYPE_URING_BLK_PCI,
+                                      DEVICE(s)->id ?: "");
+    ram_block_discard_disabler_add(s->discard_name);
     image_fd = bdrv_uring_open_image(bs, errp);
     if (image_fd < 0) {
         return false;
@@ -526,8 +564,12 @@ static void uring_blk_enable_bh(void *opaque)
         return;
     }
     if (!(PCI_DEVICE(s)->config[PCI_COMMAND] & PCI_COMMAND_MASTER)) {
-        uring_blk_fail(s, EPERM, "the guest enabled the ring without bus "
-                       "mastering");
+        qemu_log_mask(LOG_GUEST_ERROR, "%s: ring enabled without bus "
+                      "mastering\n", TYPE_URING_BLK_PCI);
+        s->status |= URING_BLK_STATUS_FAILED;
+        s->error = EPERM;
+        s->failures++;
+        uring_blk_irq(s);
         return;
     }
     if (!uring_blk_start_helper(s, &local_err)) {
@@ -622,8 +664,7 @@ static void uring_blk_write_status(UringBlkPCI *s, uint32_t val)
         s->status = URING_BLK_STATUS_ENABLE;
         s->enables++;
         trace_uring_blk_enable(s);
-        aio_bh_schedule_oneshot(qemu_get_aio_context(), uring_blk_enable_bh,
-                                s);
+        qemu_bh_schedule(s->enable_bh);
     } else {
         qemu_log_mask(LOG_GUEST_ERROR, "%s: bad STATUS write 0x%x in state "
                       "0x%x\n", TYPE_URING_BLK_PCI, val, s->status);
@@ -736,9 +777,50 @@ static bool uring_blk_setup_ring_memory(UringBlkPCI *s, Error **errp)
     return true;
 }
 
+static void uring_blk_block_ops(UringBlkPCI *s)
+{
+    BlockDriverState *root = blk_bs(s->blk);
+
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+    s->blocked[0] = root;
+    s->blocked[1] = root->file ? root->file->bs : NULL;
+    for (int i = 0; i < ARRAY_SIZE(s->blocked); i++) {
+        if (s->blocked[i]) {
+            bdrv_op_block_all(s->blocked[i], s->op_blocker);
+        }
+    }
+}
+
+static void uring_blk_unblock_ops(UringBlkPCI *s)
+{
+    for (int i = 0; i < ARRAY_SIZE(s->blocked); i++) {
+        if (s->blocked[i]) {
+            bdrv_op_unblock_all(s->blocked[i], s->op_blocker);
+            s->blocked[i] = NULL;
+        }
+    }
+    g_clear_pointer(&s->op_blocker, error_free);
+}
+
+/*
+ * The image leaves the device (QEMU quits: bdrv_close_all()): stop the
+ * guest's writes before the block layer closes it and drops its locks.
+ */
+static void uring_blk_remove_bs(Notifier *n, void *data)
+{
+    UringBlkPCI *s = container_of(n, UringBlkPCI, remove_bs);
+
+    uring_blk_stop_helper(s);
+    s->status = (s->status & URING_BLK_STATUS_ENABLE) |
+                URING_BLK_STATUS_FAILED;
+    s->error = ENODEV;
+    uring_blk_unblock_ops(s);
+}
+
 static void uring_blk_realize(PCIDevice *pdev, Error **errp)
 {
     UringBlkPCI *s = URING_BLK_PCI(pdev);
+    int ret;
 
     s->helper_pid = 0;
     s->helper_sock = -1;
@@ -751,16 +833,26 @@ static void uring_blk_realize(PCIDevice *pdev, Error **errp)
         !uring_blk_setup_ring_memory(s, errp)) {
         return;
     }
+    /*
+     * Snapshots, jobs and reopen would change or close the image under the
+     * guest's writes (the permissions already refuse other writers)
+     */
+    error_setg(&s->op_blocker, "%s writes the image behind the block layer",
+               TYPE_URING_BLK_PCI);
+    uring_blk_block_ops(s);
     error_setg(&s->migration_blocker, "%s: the guest's ring and its "
                "requests live outside the migration stream",
                TYPE_URING_BLK_PCI);
     if (migrate_add_blocker(&s->migration_blocker, errp) < 0) {
         goto fail_ring;
     }
-    if (event_notifier_init(&s->doorbell, 0) < 0 ||
-        event_notifier_init(&s->completion, 0) < 0) {
-        error_setg(errp, "cannot create eventfds");
-        goto fail_blocker;
+    ret = event_notifier_init(&s->doorbell, 0);
+    if (!ret) {
+        ret = event_notifier_init(&s->completion, 0);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "cannot create eventfds");
+        goto fail_eventfds;
     }
     event_notifier_set_handler(&s->completion, uring_blk_completion);
 
@@ -777,16 +869,21 @@ static void uring_blk_realize(PCIDevice *pdev, Error **errp)
     pci_register_bar(pdev, 2, PCI_BASE_ADDRESS_SPACE_MEMORY |
                      PCI_BASE_ADDRESS_MEM_TYPE_64 |
                      PCI_BASE_ADDRESS_MEM_PREFETCH, &s->ring_bar);
+    s->enable_bh = qemu_bh_new_guarded(uring_blk_enable_bh, s,
+                                       &DEVICE(s)->mem_reentrancy_guard);
+    s->remove_bs.notify = uring_blk_remove_bs;
+    blk_add_remove_bs_notifier(s->blk, &s->remove_bs);
     return;
 
 fail_notifiers:
     memory_region_del_eventfd(&s->regs, URING_BLK_REG_DOORBELL, 4, false, 0,
                               &s->doorbell);
     event_notifier_set_handler(&s->completion, NULL);
+fail_eventfds:
     event_notifier_cleanup(&s->completion);
     event_notifier_cleanup(&s->doorbell);
-fail_blocker:
     migrate_del_blocker(&s->migration_blocker);
+    uring_blk_unblock_ops(s);
 fail_ring:
     qemu_memfd_free(s->ring_mem, s->ring_size, s->ring_fd);
     s->ring_mem = NULL;
@@ -796,7 +893,11 @@ static void uring_blk_exit(PCIDevice *pdev)
 {
     UringBlkPCI *s = URING_BLK_PCI(pdev);
 
+    qemu_bh_delete(s->enable_bh);
+    s->enable_bh = NULL;
+    notifier_remove(&s->remove_bs);
     uring_blk_stop_helper(s);
+    uring_blk_unblock_ops(s);
     msix_uninit_exclusive_bar(pdev);
     memory_region_del_eventfd(&s->regs, URING_BLK_REG_DOORBELL, 4, false, 0,
                               &s->doorbell);
@@ -958,7 +1059,6 @@ static const TypeInfo uring_blk_info = {
     .instance_finalize = uring_blk_instance_finalize,
     .class_init = uring_blk_class_init,
     .interfaces = (const InterfaceInfo[]) {
-        { INTERFACE_PCIE_DEVICE },
         { INTERFACE_CONVENTIONAL_PCI_DEVICE },
         { },
     },

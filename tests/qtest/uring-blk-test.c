@@ -24,8 +24,6 @@
 #include "libqos/libqos-pc.h"
 #include "libqos/uring.h"
 
-#define URING_BLK_VENDOR_ID     0x1b36
-#define URING_BLK_DEVICE_ID     0x0015
 #define URING_BLK_SLOT          4
 #define URING_BLK_MAX_REGIONS   64
 #define IMG_SIZE                (16 * MiB)
@@ -74,6 +72,7 @@ typedef struct UB {
     /* The ring, from READY on */
     uint32_t sq_entries, cq_entries, sqes;
     uint32_t sq_head, sq_tail, sq_mask, cq_head, cq_tail, cq_mask, cqes;
+    uint32_t sq_flags_off;
     uint32_t nr_regions;
     Region region[URING_BLK_MAX_REGIONS];
     uint32_t tail;              /* our SQ tail and CQ head */
@@ -198,6 +197,7 @@ static void ring_enable(UB *u)
     u->cq_entries = reg_read(u, URING_BLK_REG_CQ_ENTRIES);
     u->sqes = reg_read(u, URING_BLK_REG_SQES);
     u->sq_head = reg_read(u, URING_BLK_REG_SQ_HEAD);
+    u->sq_flags_off = reg_read(u, URING_BLK_REG_SQ_FLAGS);
     u->sq_tail = reg_read(u, URING_BLK_REG_SQ_TAIL);
     u->sq_mask = ring_read(u, reg_read(u, URING_BLK_REG_SQ_MASK));
     u->cq_head = reg_read(u, URING_BLK_REG_CQ_HEAD);
@@ -410,7 +410,7 @@ static UB *ub_start(const Topology *t)
     u->dev = qpci_device_find(u->qs->pcibus, QPCI_DEVFN(URING_BLK_SLOT, 0));
     g_assert_nonnull(u->dev);
     g_assert_cmphex(qpci_config_readl(u->dev, PCI_VENDOR_ID), ==,
-                    URING_BLK_DEVICE_ID << 16 | URING_BLK_VENDOR_ID);
+                    URING_BLK_PCI_DEVICE_ID << 16 | URING_BLK_PCI_VENDOR_ID);
     qpci_device_enable(u->dev);
     u->regs = qpci_iomap(u->dev, 0, NULL);
     u->ring = qpci_iomap(u->dev, 2, &u->ring_size);
@@ -773,6 +773,11 @@ static void test_cq_overflow(UB *u)
         /* Until the kernel consumed the SQ, or the ring broke */
         WAIT_FOR(((st = reg_read(u, URING_BLK_REG_STATUS)) & ST_BROKEN) ||
                  ring_read(u, u->sq_head) == u->tail);
+        /*
+         * Hide the overflow from whoever reads the SQ flags: only counts
+         * the guest cannot write may tell that the CQ overflowed
+         */
+        ring_write(u, u->sq_flags_off, 0);
     }
     g_test_message("%u requests submitted, %u CQ entries", sent,
                    u->cq_entries);
@@ -939,7 +944,9 @@ static void test_migration_blocked(UB *u)
 
 /*
  * Fails if the device shared its node with another writer, a block job or
- * a resize: the guest writes the image behind the block layer's back.
+ * a resize, a snapshot: the guest writes the image behind the block
+ * layer's back.  Without the permissions and the op blockers these would
+ * succeed.
  */
 static void test_refused_with_job_or_writer(UB *u)
 {
@@ -972,7 +979,15 @@ static void test_refused_with_job_or_writer(UB *u)
     desc = qmp_error(u->qts, "{ 'execute': 'drive-mirror', 'arguments': {"
                      "  'job-id': 'mirror0', 'device': %s, 'target': %s,"
                      "  'format': 'raw', 'sync': 'full' } }", node, target);
-    g_assert_nonnull(strstr(desc, "ermission"));
+    g_assert_nonnull(strstr(desc, "behind the block layer"));
+    g_free(desc);
+
+    /* An overlay would freeze the image that the guest goes on writing */
+    desc = qmp_error(u->qts, "{ 'execute': 'blockdev-snapshot-sync', "
+                     "  'arguments': { 'node-name': %s, 'snapshot-file': %s,"
+                     "  'snapshot-node-name': 'snap0', 'format': 'qcow2' } }",
+                     node, target);
+    g_assert_nonnull(strstr(desc, "behind the block layer"));
     g_free(desc);
 
     for (i = 0; i < 2; i++) {

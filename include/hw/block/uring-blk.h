@@ -15,7 +15,8 @@
  * BAR 0: registers, 32 bits wide, little endian.
  * BAR 1: the MSI-X table; vector 0 signals completions and status changes.
  * BAR 2: the ring memory (64-bit, prefetchable): the io_uring's rings and
- *        SQE array, as the host kernel reads and writes them.
+ *        SQE array, as the host kernel reads and writes them: in the
+ *        host's byte order and layout (struct io_uring_sqe, io_uring_cqe).
  *
  * Life cycle: the guest writes URING_BLK_STATUS_ENABLE to STATUS and waits
  * until STATUS shows READY (or FAILED, with ERROR set).  The ring fields'
@@ -28,6 +29,9 @@
  * A ring that the device stops (a CQ overflow, SQ indices that cannot be
  * right, a host failure) shows BROKEN; the guest must reset the device.
  */
+
+#define URING_BLK_PCI_VENDOR_ID         0x1b36  /* QEMU's: pci-ids.rst */
+#define URING_BLK_PCI_DEVICE_ID         0x0015
 
 #define URING_BLK_MAGIC                 0x474e5255 /* "URNG" */
 #define URING_BLK_VERSION               1
