@@ -36,6 +36,7 @@
 
 #include "qemu/osdep.h"
 #include <sys/stat.h>
+#include "qemu/bswap.h"
 #include "hw/block/uring-blk.h"
 #include "tests/qtest/libqtest.h"
 #include "tests/qtest/libqos/pci.h"
