@@ -30,7 +30,9 @@ if [ ! -f "$fobj/build.ninja" ]; then
          --enable-linux-io-uring --disable-tools --disable-docs \
          --disable-download --disable-werror --disable-install-blobs \
          --disable-rust --disable-gtk --disable-sdl --disable-opengl \
-         --python="$PYTHON") >"$out/configure.log" 2>&1 ||
+         --python="$PYTHON" \
+         --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu) \
+        >"$out/configure.log" 2>&1 ||
         die "configure failed: $out/configure.log"
 fi
 log "building qemu-fuzz-x86_64"

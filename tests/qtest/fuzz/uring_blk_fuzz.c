@@ -306,12 +306,12 @@ static GString *uring_blk_cmdline(FuzzTarget *t)
     }
     cmd = g_string_new(NULL);
     g_string_printf(cmd,
-        " -machine q35 -nodefaults -m 64M"
+        "%s -display none -machine q35,accel=qtest -nodefaults -m 64M"
         " -object memory-backend-memfd,id=mem,size=64M,share=on"
         " -machine memory-backend=mem"
         " -blockdev driver=uring,node-name=drv0,filename=%s"
         " -device x-uring-blk-pci,drive=drv0,helper=%s,sq-entries=32",
-        ub.img, helper);
+        TARGET_NAME, ub.img, helper);
     return cmd;
 }
 
